@@ -1,0 +1,174 @@
+"""Data layer: every source turns (symbol, start, end, interval) into canonical candles.
+
+Plain Python, no Streamlit. ``load_candles`` is the one entry point; each source module
+(``demo``, ``csv``, ``yahoo``, ``bybit``) supplies ``fetch_raw(query)`` and a pure
+``to_frame(raw, query)``, and the validator below enforces the shape for all of them.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "DataError", "CandleQuery", "INTERVALS", "SOURCES", "COLUMNS",
+    "load_candles", "validate_candles", "parse_time_range",
+]
+
+COLUMNS = ["open", "high", "low", "close", "volume"]
+
+#: The app's intervals and their bar length. Sources map these to their own codes.
+INTERVALS: dict[str, pd.Timedelta] = {
+    "1m": pd.Timedelta(minutes=1), "5m": pd.Timedelta(minutes=5),
+    "15m": pd.Timedelta(minutes=15), "30m": pd.Timedelta(minutes=30),
+    "1h": pd.Timedelta(hours=1), "4h": pd.Timedelta(hours=4),
+    "1d": pd.Timedelta(days=1), "1wk": pd.Timedelta(weeks=1), "1mo": pd.Timedelta(days=30),
+}
+
+#: source name -> module under ``data`` (imported lazily so yfinance/pybit load only when used).
+SOURCES = {"demo": "data.demo", "csv": "data.csv", "yahoo": "data.yahoo", "bybit": "data.bybit"}
+
+
+class DataError(ValueError):
+    """A data problem with a message an analyst can act on (what is wrong, what to change)."""
+
+
+@dataclass(frozen=True)
+class CandleQuery:
+    """What to load. ``start`` inclusive, ``end`` exclusive, both tz-aware UTC."""
+
+    source: str
+    symbol: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    interval: str = "1h"
+    options: tuple[tuple[str, Any], ...] = field(default=())
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return dict(self.options).get(name, default)
+
+
+def _to_utc(value: Any, what: str) -> pd.Timestamp:
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"Cannot read the {what} time {value!r}: use a date like 2024-01-31.") from exc
+    if ts is pd.NaT:
+        raise DataError(f"The {what} time is missing: pick a date.")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def parse_time_range(start: Any, end: Any) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Both ends as UTC timestamps; naive dates are read as UTC. Raises DataError if empty."""
+    start_ts, end_ts = _to_utc(start, "start"), _to_utc(end, "end")
+    if end_ts <= start_ts:
+        raise DataError(
+            f"The range is empty: end {end_ts:%Y-%m-%d %H:%M} is not after start "
+            f"{start_ts:%Y-%m-%d %H:%M}. Pick an end after the start.")
+    return start_ts, end_ts
+
+
+def validate_candles(frame: pd.DataFrame, *, symbol: str = "", source: str = "",
+                     interval: str = "") -> pd.DataFrame:
+    """Return ``frame`` in the canonical candle shape, or raise DataError.
+
+    Repairs what is safe and records it in ``attrs["repairs"]`` (a list of sentences):
+    unsorted rows are sorted, duplicate timestamps keep the last row, rows with a missing
+    price are dropped, and high/low are widened to contain open and close. Anything else
+    (missing columns, non-numeric prices, negative volume, no rows) is an error.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError("Candles must be a table (DataFrame).")
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"Candles lack the column(s) {', '.join(missing)}; "
+                        f"expected {', '.join(COLUMNS)}.")
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise DataError("Candles need a time index (DatetimeIndex).")
+    repairs: list[str] = list(frame.attrs.get("repairs", []))
+    out = frame[COLUMNS].copy()
+    for col in COLUMNS:
+        if not pd.api.types.is_numeric_dtype(out[col]):
+            raise DataError(f"Column {col!r} is not numeric; remove text such as thousands "
+                            "separators or currency signs.")
+        out[col] = out[col].astype("float64")
+    if out.index.tz is None:
+        out.index = out.index.tz_localize("UTC")
+        repairs.append("Timestamps had no time zone; read as UTC.")
+    else:
+        out.index = out.index.tz_convert("UTC")
+    out.index = out.index.as_unit("ns")
+    out.index.name = "timestamp"
+    if out.index.hasnans:
+        n = int(out.index.isna().sum())
+        out = out[~out.index.isna()]
+        repairs.append(f"Dropped {n} row(s) without a timestamp.")
+    if not out.index.is_monotonic_increasing:
+        out = out.sort_index(kind="stable")
+        repairs.append("Rows were not in time order; sorted them.")
+    dup = out.index.duplicated(keep="last")
+    if dup.any():
+        out = out[~dup]
+        repairs.append(f"Dropped {int(dup.sum())} duplicate timestamp(s), keeping the last row.")
+    prices = out[["open", "high", "low", "close"]]
+    bad = ~np.isfinite(prices).all(axis=1) | ~np.isfinite(out["volume"])
+    if bad.any():
+        out = out[~bad]
+        repairs.append(f"Dropped {int(bad.sum())} row(s) with a missing or infinite value.")
+    if out.empty:
+        raise DataError("No candles in this range: widen the range or check the symbol.")
+    if (out[["open", "high", "low", "close"]] <= 0).any().any():
+        raise DataError("Some prices are zero or negative; candles need positive prices.")
+    if (out["volume"] < 0).any():
+        raise DataError("Some volumes are negative; volume must be zero or more.")
+    body_hi = out[["open", "close"]].max(axis=1)
+    body_lo = out[["open", "close"]].min(axis=1)
+    fix = (out["high"] < body_hi) | (out["low"] > body_lo)
+    if fix.any():
+        out["high"] = np.maximum(out["high"], body_hi)
+        out["low"] = np.minimum(out["low"], body_lo)
+        repairs.append(f"Widened high/low on {int(fix.sum())} candle(s) to contain open and close.")
+    out.attrs = {"symbol": symbol or frame.attrs.get("symbol", ""),
+                 "source": source or frame.attrs.get("source", ""),
+                 "interval": interval or frame.attrs.get("interval", ""),
+                 "repairs": repairs}
+    for key in ("notice", "fetched_at"):
+        if key in frame.attrs:
+            out.attrs[key] = frame.attrs[key]
+    return out
+
+
+def load_candles(source: str, symbol: str, start: Any = None, end: Any = None,
+                 interval: str = "1h", *, progress: Callable[[float, str], None] | None = None,
+                 use_cache: bool = True, **options: Any) -> pd.DataFrame:
+    """Load canonical candles from ``source`` ("demo", "csv", "yahoo", "bybit").
+
+    ``options`` are source-specific (``path=``/``file=`` for csv, ``seed=`` for demo,
+    ``adjusted=`` for yahoo, ``category=`` for bybit). ``progress(fraction, message)`` is
+    called during long fetches. Network sources go through the Parquet cache in ``store``.
+    Raises DataError for anything an analyst must fix.
+    """
+    if source not in SOURCES:
+        raise DataError(f"Unknown source {source!r}; choose one of {', '.join(SOURCES)}.")
+    if interval not in INTERVALS:
+        raise DataError(f"Unknown interval {interval!r}; choose one of {', '.join(INTERVALS)}.")
+    symbol = (symbol or "").strip()
+    if source != "csv" and not symbol:
+        raise DataError("Enter a symbol.")
+    module = importlib.import_module(SOURCES[source])
+    if source == "csv" and start is None and end is None:
+        start_ts = end_ts = None
+    else:
+        start_ts, end_ts = parse_time_range(start, end)
+    query = CandleQuery(source, symbol, start_ts, end_ts, interval,
+                        tuple(sorted(options.items(), key=lambda kv: kv[0])))
+    if source in ("yahoo", "bybit") and use_cache:
+        from data.cached import load_through_cache
+        frame = load_through_cache(module, query, progress=progress)
+    else:
+        frame = module.to_frame(module.fetch_raw(query, progress=progress), query)
+    return validate_candles(frame, symbol=symbol or frame.attrs.get("symbol", ""),
+                            source=source, interval=interval)

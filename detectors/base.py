@@ -1,0 +1,78 @@
+"""The detector contract shared by every detector (scikit-learn style, PyOD/ADTK inspired).
+
+``__init__`` only stores parameters; ``fit`` validates and learns ``*_`` attributes and
+returns self; ``score`` is pure and returns a float Series on the input's index, higher =
+more anomalous, NaN during warm-up; ``threshold`` is the default cut in the score's unit.
+A threshold never requires a re-fit: severities are plain arithmetic on cached scores.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+
+def severity(scores: pd.Series, threshold: float) -> pd.Series:
+    """Map raw scores to [0, 1]: 0.5 exactly at ``threshold``, 1.0 at twice the threshold.
+
+    Because every detector's severity crosses 0.5 at its own threshold, severities of
+    different detectors can be combined (max, mean, k-of-n) and the combination is flagged
+    at 0.5. NaN stays NaN.
+    """
+    if not np.isfinite(threshold) or threshold <= 0:
+        raise ValueError(f"Threshold must be a positive number, got {threshold!r}.")
+    return (0.5 * scores / threshold).clip(lower=0.0, upper=1.0)
+
+
+class Detector(BaseEstimator):
+    """Base class. Subclasses set ``input_kind``, ``label`` and ``unit`` and implement
+    ``_fit(frame)`` and ``_score(frame) -> np.ndarray | pd.Series``."""
+
+    input_kind = "candles"   # or "headlines"
+    label = ""               # human name for the UI
+    unit = ""                # unit of the raw score, for the slider ("|z|", "error", ...)
+
+    def fit(self, frame: pd.DataFrame) -> "Detector":
+        self._check_frame(frame)
+        self._fit(frame)
+        return self
+
+    def score(self, frame: pd.DataFrame) -> pd.Series:
+        self._check_frame(frame)
+        values = self._score(frame)
+        out = pd.Series(np.asarray(values, dtype="float64"), index=frame.index, name=self.name)
+        return out
+
+    @property
+    def name(self) -> str:
+        from detectors import REGISTRY
+        for key, path in REGISTRY.items():
+            if path.endswith(":" + type(self).__name__):
+                return key
+        return type(self).__name__
+
+    @property
+    def threshold(self) -> float:
+        """Default cut in the score's unit (fitted detectors may refine it)."""
+        return float(getattr(self, "threshold_", self._default_threshold()))
+
+    def _default_threshold(self) -> float:
+        raise NotImplementedError  # each subclass defines its default cut
+
+    def severity(self, scores: pd.Series, threshold: float | None = None) -> pd.Series:
+        return severity(scores, self.threshold if threshold is None else threshold)
+
+    def _check_frame(self, frame: pd.DataFrame) -> None:
+        if not isinstance(frame, pd.DataFrame):
+            raise ValueError(f"{type(self).__name__} takes a DataFrame, got {type(frame).__name__}.")
+        if self.input_kind == "candles":
+            missing = {"open", "high", "low", "close", "volume"} - set(frame.columns)
+            if missing or not isinstance(frame.index, pd.DatetimeIndex):
+                raise ValueError("Pass canonical candles (DatetimeIndex; open, high, low, close, "
+                                 "volume), e.g. from data.load_candles.")
+
+    def _fit(self, frame: pd.DataFrame) -> None:
+        raise NotImplementedError
+
+    def _score(self, frame: pd.DataFrame):
+        raise NotImplementedError
