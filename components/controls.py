@@ -1,0 +1,209 @@
+"""Sidebar controls. Each ``render_*`` draws widgets and returns a frozen dataclass of choices."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from components import state
+
+SOURCE_LABELS = {"demo": "Demo market (offline)", "csv": "CSV upload", "yahoo": "Stocks (Yahoo Finance)",
+                 "bybit": "Crypto (Bybit)"}
+INTERVAL_CHOICES = ["1m", "5m", "15m", "30m", "1h", "4h", "1d"]
+DEFAULT_SYMBOL = {"demo": "DEMO-USD", "yahoo": "AAPL", "bybit": "BTCUSDT", "csv": ""}
+DEMO_START, DEMO_END = dt.date(2024, 1, 1), dt.date(2024, 3, 31)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One numeric detector parameter and its sensible range."""
+
+    name: str
+    label: str
+    low: float
+    high: float
+    default: float
+    step: float = 1.0
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    source: str
+    symbol: str
+    interval: str
+    start: dt.date
+    end: dt.date
+    seed: int = 7
+    category: str = "spot"
+    csv_name: str = ""
+    csv_bytes: bytes = b""
+
+    @property
+    def key(self) -> str:
+        """A short fingerprint of what is loaded: the cache key for everything computed from it."""
+        digest = hashlib.sha1(self.csv_bytes).hexdigest()[:12] if self.csv_bytes else ""
+        return "|".join(map(str, (self.source, self.symbol, self.interval, self.start, self.end,
+                                  self.seed, self.category, self.csv_name, digest)))
+
+    def load_kwargs(self) -> dict:
+        """Arguments for ``data.load_candles``."""
+        kwargs: dict = {"interval": self.interval}
+        if self.source == "csv":
+            kwargs["file"] = self.csv_bytes
+        else:
+            kwargs["start"] = pd.Timestamp(self.start, tz="UTC")
+            kwargs["end"] = pd.Timestamp(self.end, tz="UTC") + pd.Timedelta(days=1)
+        if self.source == "demo":
+            kwargs["seed"] = self.seed
+        if self.source == "bybit":
+            kwargs["category"] = self.category
+        return kwargs
+
+
+@dataclass(frozen=True)
+class DetectorChoice:
+    name: str
+    params: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
+class EnsembleChoice:
+    mode: str
+    k: int
+
+
+#: Parameters the sidebar offers for each price detector (names match the constructors).
+DETECTOR_PARAMS: dict[str, list[ParamSpec]] = {
+    "zscore": [ParamSpec("window", "Trailing window (bars)", 10, 500, 50)],
+    "isolation_forest": [ParamSpec("window", "Feature window (bars)", 10, 500, 50),
+                         ParamSpec("n_estimators", "Trees", 50, 500, 200, 50)],
+    "pump_dump": [ParamSpec("window", "Baseline window (bars)", 10, 500, 50),
+                  ParamSpec("rise_bars", "Rise window (bars)", 2, 48, 6),
+                  ParamSpec("fall_bars", "Reversal window (bars)", 2, 48, 6)],
+    "lstm_autoencoder": [ParamSpec("window", "Sequence window (bars)", 4, 96, 24),
+                         ParamSpec("epochs", "Max epochs", 1, 100, 30),
+                         ParamSpec("units", "LSTM units", 4, 128, 32, 4)],
+}
+DETECTOR_LABELS = {"zscore": "Rolling z-score", "isolation_forest": "Isolation Forest",
+                   "pump_dump": "Pump-and-dump rule", "lstm_autoencoder": "LSTM autoencoder"}
+ENSEMBLE_MODES = {"max": "Any detector (max)", "mean": "Average severity", "vote": "k of n vote"}
+
+
+def render_data_controls(sidebar=None) -> DataChoice:
+    """Source, symbol, interval and date range, remembered across pages."""
+    box = sidebar or st.sidebar
+    box.subheader("Data")
+    state.remember(state.SOURCE, "demo")
+    source = box.selectbox("Source", list(SOURCE_LABELS), format_func=SOURCE_LABELS.get,
+                           key=state.SOURCE)
+    state.keep(state.SOURCE)
+    csv_name, csv_bytes, seed, category = "", b"", 7, "spot"
+    if source == "csv":
+        upload = box.file_uploader("Candles CSV", type=["csv", "txt"], key=state.CSV_UPLOAD,
+                                   help="Date/Time, Open, High, Low, Close, Volume; Yahoo and exchange "
+                                        "exports, epoch or ISO times, ',' or ';' separated.")
+        if upload is not None:
+            csv_name, csv_bytes = upload.name, upload.getvalue()
+        symbol = csv_name.rsplit(".", 1)[0] if csv_name else ""
+    else:
+        state.remember(state.SYMBOL, DEFAULT_SYMBOL[source])
+        if source == "demo":
+            from data.demo import DEMO_SYMBOLS
+            if st.session_state[state.SYMBOL] not in DEMO_SYMBOLS:
+                st.session_state[state.SYMBOL] = DEFAULT_SYMBOL["demo"]
+            symbol = box.selectbox("Symbol", list(DEMO_SYMBOLS), key=state.SYMBOL,
+                                   help="Synthetic markets with labelled manipulation events.")
+            state.remember(state.SEED, 7)
+            seed = int(box.number_input("Demo seed", 0, 10_000, key=state.SEED, step=1))
+            state.keep(state.SEED)
+        else:
+            symbol = box.text_input("Symbol", key=state.SYMBOL,
+                                    help="Yahoo: AAPL, SPY, ^GSPC, EURUSD=X, BTC-USD. Bybit: BTCUSDT.")
+            symbol = symbol.strip().upper()
+        state.keep(state.SYMBOL)
+        if source == "bybit":
+            category = box.selectbox("Category", ["spot", "linear", "inverse"], key="bybit_category")
+    state.remember(state.INTERVAL, "1h")
+    interval = box.selectbox("Interval", INTERVAL_CHOICES, key=state.INTERVAL)
+    state.keep(state.INTERVAL)
+    start, end = DEMO_START, DEMO_END
+    if source != "csv":
+        default_range = (DEMO_START, DEMO_END) if source == "demo" else (
+            dt.date.today() - dt.timedelta(days=30), dt.date.today())
+        state.remember(state.START, default_range[0])
+        state.remember(state.END, default_range[1])
+        cols = box.columns(2)
+        start = cols[0].date_input("From", key=state.START)
+        end = cols[1].date_input("To", key=state.END)
+        state.keep(state.START)
+        state.keep(state.END)
+    return DataChoice(source, symbol, interval, start, end, seed, category, csv_name, csv_bytes)
+
+
+def render_detector_controls(sidebar=None) -> tuple[tuple[DetectorChoice, ...], EnsembleChoice, bool, bool]:
+    """Detector multiselect with per-detector parameters, ensemble mode and toggles."""
+    box = sidebar or st.sidebar
+    box.subheader("Detectors")
+    state.remember(state.DETECTORS, ["zscore", "pump_dump"])
+    names = box.multiselect("Detectors", list(DETECTOR_PARAMS), format_func=DETECTOR_LABELS.get,
+                            key=state.DETECTORS,
+                            help="The LSTM autoencoder trains a TensorFlow model on the loaded data.")
+    state.keep(state.DETECTORS)
+    choices = []
+    for name in names:
+        with box.expander(f"{DETECTOR_LABELS[name]} parameters"):
+            params = []
+            for spec in DETECTOR_PARAMS[name]:
+                key = f"param::{name}::{spec.name}"
+                state.remember(key, int(spec.default))
+                value = st.number_input(spec.label, int(spec.low), int(spec.high), step=int(spec.step),
+                                        key=key)
+                state.keep(key)
+                params.append((spec.name, int(value)))
+        choices.append(DetectorChoice(name, tuple(params)))
+    state.remember(state.ENSEMBLE_MODE, "max")
+    mode = box.selectbox("Combine detectors", list(ENSEMBLE_MODES), format_func=ENSEMBLE_MODES.get,
+                         key=state.ENSEMBLE_MODE)
+    state.keep(state.ENSEMBLE_MODE)
+    k = 2
+    if mode == "vote":
+        state.remember(state.ENSEMBLE_K, 2)
+        k = int(box.number_input("k (detectors that must agree)", 1, max(1, len(names)), key=state.ENSEMBLE_K))
+        state.keep(state.ENSEMBLE_K)
+    state.remember(state.NEWS_CONTEXT, True)
+    news = box.toggle("News context", key=state.NEWS_CONTEXT,
+                      help="Lower severity of moves that follow a catalyst headline; raise moves with no news.")
+    state.keep(state.NEWS_CONTEXT)
+    state.remember(state.EXPLAIN, True)
+    explain = box.toggle("Explanations", key=state.EXPLAIN)
+    state.keep(state.EXPLAIN)
+    return tuple(choices), EnsembleChoice(mode, k), news, explain
+
+
+def slider_range(scores: pd.Series, default: float) -> tuple[float, float, float]:
+    """A slider range in the score's unit that always contains ``default`` and the top scores."""
+    finite = scores[np.isfinite(scores)]
+    top = float(finite.max()) if len(finite) else default * 2
+    low = 0.0
+    high = max(default * 2.0, top * 1.05, 1e-6)
+    step = float(10 ** np.floor(np.log10(high / 200))) if high > 0 else 0.01
+    return low, float(np.ceil(high / step) * step), step
+
+
+def render_threshold_slider(name: str, unit: str, scores: pd.Series, default: float, fit_key: str,
+                            sidebar=None) -> float:
+    """The threshold slider of one detector, in the detector's own unit."""
+    box = sidebar or st.sidebar
+    low, high, step = slider_range(scores, default)
+    key = state.threshold_key(name, fit_key)
+    state.remember(key, float(min(max(default, low + step), high)))
+    if not low < st.session_state[key] <= high:
+        st.session_state[key] = float(min(max(default, low + step), high))
+    value = box.slider(f"{DETECTOR_LABELS.get(name, name)} threshold ({unit})", float(low + step), high,
+                       step=step, key=key, help=f"Default {default:.4g}. Raising it flags fewer points.")
+    state.keep(key)
+    return float(value)

@@ -1,0 +1,114 @@
+"""Live monitoring on the Explorer: a fragment that polls new candles and scores them incrementally.
+
+Only this fragment reruns on each tick; the main chart is not redrawn and no model is re-fitted:
+the z-score updates in O(1) per candle, other detectors score a short tail with the model that
+was fitted on the loaded data.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import streamlit as st
+
+from components import services, state
+from components.controls import DataChoice, DetectorChoice
+from data import DataError, INTERVALS, load_candles, validate_candles
+from detectors.zscore import IncrementalZScore
+
+TAIL_BARS = 200
+
+
+def _demo_future(choice: DataChoice, last: pd.Series, bars: int = 500) -> pd.DataFrame:
+    """The demo market's next bars, rescaled to continue from the last loaded close."""
+    from data.demo import demo_market
+    start = last.name + INTERVALS[choice.interval]
+    future = demo_market(seed=choice.seed + 1, symbol=choice.symbol, start=start,
+                         end=start + INTERVALS[choice.interval] * bars, interval=choice.interval).candles
+    scale = last["close"] / future["open"].iat[0]
+    future[["open", "high", "low", "close"]] *= scale
+    return future
+
+
+def _fetch_new(choice: DataChoice, live: dict) -> pd.DataFrame:
+    """Candles after the last one seen (demo: one replayed bar per tick)."""
+    if choice.source == "demo":
+        future = live.setdefault("future", _demo_future(choice, live["tail"].iloc[-1]))
+        nxt = future[future.index > live["tail"].index[-1]]
+        return nxt.iloc[:1]
+    start = live["tail"].index[-1] + INTERVALS[choice.interval]
+    now = pd.Timestamp.now(tz="UTC")
+    if start >= now:
+        return live["tail"].iloc[:0]
+    kwargs = choice.load_kwargs()
+    kwargs.update(start=start, end=now + INTERVALS[choice.interval])
+    return load_candles(choice.source, choice.symbol, use_cache=False, **kwargs)
+
+
+def _start_live(choice: DataChoice, candles: pd.DataFrame) -> dict:
+    window = 50
+    inc = IncrementalZScore(window=window)
+    for row in candles.iloc[-(window * 4):].itertuples():
+        inc.update(row.open, row.high, row.low, row.close, row.volume)
+    return {"inc": inc, "tail": candles.iloc[-TAIL_BARS:], "alerts": [], "ticks": 0,
+            "started": dt.datetime.now(dt.timezone.utc)}
+
+
+def render_live_monitor(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorChoice, ...],
+                        thresholds: dict[str, float]) -> None:
+    """The live toggle and, when on, a fragment that refreshes every N seconds."""
+    if choice.source == "csv":
+        return
+    st.subheader("Live monitoring")
+    cols = st.columns([1, 2])
+    state.remember(state.LIVE, False)
+    on = cols[0].toggle("Live", key=state.LIVE, help="Poll the newest candles and score them as they arrive.")
+    state.keep(state.LIVE)
+    state.remember(state.LIVE_EVERY, 10)
+    every = cols[1].select_slider("Refresh every (seconds)", [2, 5, 10, 30, 60, 300], key=state.LIVE_EVERY)
+    state.keep(state.LIVE_EVERY)
+    if not on:
+        st.caption("Off. The demo replays one new bar per refresh; Yahoo and Bybit fetch the newest candles.")
+        return
+    live_key = f"live::{choice.key}"
+    if live_key not in st.session_state:
+        st.session_state[live_key] = _start_live(choice, candles)
+    z_cut = thresholds.get("zscore", 3.0)
+    others = [d for d in chosen if d.name != "zscore" and d.name in thresholds]
+
+    @st.fragment(run_every=every)
+    def live_panel() -> None:
+        live = st.session_state[live_key]
+        try:
+            new = _fetch_new(choice, live)
+        except DataError as exc:
+            st.warning(f"Live update failed, retrying in {every} s: {exc}")
+            new = live["tail"].iloc[:0]
+        for ts, row in new.iterrows():
+            z = live["inc"].update_one(row)
+            if z["score"] > z_cut:
+                live["alerts"].append({"time": ts, "detector": "zscore", "score": round(z["score"], 2),
+                                       "close": row["close"], "volume": row["volume"]})
+        if len(new):
+            live["tail"] = validate_candles(pd.concat([live["tail"], new]).iloc[-TAIL_BARS:],
+                                            symbol=choice.symbol, source=choice.source, interval=choice.interval)
+            for det in others:
+                model = services.fitted_detector(services.fit_key(choice, det), candles, det.name, det.params)
+                tail_scores = model.score(live["tail"]).loc[new.index]
+                for ts, value in tail_scores.items():
+                    if value > thresholds[det.name]:
+                        live["alerts"].append({"time": ts, "detector": det.name, "score": round(float(value), 3),
+                                               "close": new.at[ts, "close"], "volume": new.at[ts, "volume"]})
+        live["ticks"] += 1
+        last = live["tail"].iloc[-1]
+        c = st.columns(4)
+        c[0].metric("Last candle (UTC)", f"{last.name:%Y-%m-%d %H:%M}")
+        c[1].metric("Last close", f"{last['close']:,.4g}")
+        c[2].metric("New candles this tick", len(new))
+        c[3].metric("Live alerts", len(live["alerts"]))
+        if live["alerts"]:
+            st.dataframe(pd.DataFrame(live["alerts"]).iloc[::-1], hide_index=True, width="stretch")
+        else:
+            st.caption(f"No live alerts yet (z-score cut {z_cut:.2f}).")
+
+    live_panel()

@@ -1,0 +1,122 @@
+"""Event table, event evidence panel and export buttons."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from components import state
+from data.export import to_safe_csv
+
+TABLE_COLUMNS = ["start", "end", "kind", "severity", "detectors", "return_pct", "volume_ratio",
+                 "z_return", "z_volume", "headline_count", "explanation", "explanation_source",
+                 "grounded", "status"]
+EXPORT_COLUMNS = ["event_id", "symbol", "interval", "start", "end", "n_bars", "kind", "severity",
+                  "severity_raw", "detectors", "peak_detector", "peak_score", "price_before", "price_end",
+                  "return_pct", "max_move_pct", "volume_ratio", "z_return", "z_volume", "scores_json",
+                  "news_driven", "context_note", "headlines", "explanation", "explanation_source",
+                  "explanation_kind", "confidence", "risk_score", "combined_risk", "recommended_action",
+                  "key_evidence", "grounded", "ungrounded_numbers", "fallback_reason", "status", "note"]
+EVIDENCE_FIELDS = [("return_pct", "Return over event (%)"), ("max_move_pct", "Largest move (%)"),
+                   ("volume_ratio", "Volume / trailing median (x)"), ("z_return", "Peak return z"),
+                   ("z_volume", "Peak volume z"), ("price_before", "Price before"),
+                   ("price_end", "Price at end"), ("n_bars", "Bars"), ("peak_detector", "Peak detector"),
+                   ("peak_score", "Peak score"), ("detectors", "Detectors that fired"),
+                   ("context_note", "News context")]
+
+
+def render_events_table(events: pd.DataFrame) -> pd.Series | None:
+    """The events table with single-row selection; returns the selected event or None."""
+    shown = events[[c for c in TABLE_COLUMNS if c in events.columns]]
+    result = st.dataframe(
+        shown, key=state.EVENTS_TABLE, on_select="rerun", selection_mode="single-row",
+        hide_index=True, width="stretch",
+        column_config={
+            "start": st.column_config.DatetimeColumn("Start (UTC)", format="YYYY-MM-DD HH:mm"),
+            "end": st.column_config.DatetimeColumn("End (UTC)", format="YYYY-MM-DD HH:mm"),
+            "severity": st.column_config.ProgressColumn("Severity", min_value=0.0, max_value=1.0,
+                                                        format="%.2f"),
+            "return_pct": st.column_config.NumberColumn("Return %", format="%+.2f"),
+            "volume_ratio": st.column_config.NumberColumn("Vol ×", format="%.1f"),
+            "z_return": st.column_config.NumberColumn("z ret", format="%+.1f"),
+            "z_volume": st.column_config.NumberColumn("z vol", format="%+.1f"),
+            "explanation": st.column_config.TextColumn("Explanation", width="large"),
+        })
+    rows = [r for r in result.selection.rows if 0 <= r < len(events)]  # keyed selections can go stale
+    return events.iloc[rows[0]] if rows else None
+
+
+def render_event_panel(event: pd.Series) -> None:
+    """Evidence and full explanation of one event. All untrusted text is rendered as plain text."""
+    st.markdown(f"#### {event['kind'].replace('_', ' ')} · {event['start']:%Y-%m-%d %H:%M} UTC")
+    cols = st.columns(4)
+    cols[0].metric("Severity", f"{event['severity']:.2f}")
+    cols[1].metric("Return", f"{event['return_pct']:+.2f}%")
+    cols[2].metric("Volume ratio", f"{event['volume_ratio']:.1f}x")
+    cols[3].metric("Status", str(event.get("status", "") or "not in case log"))
+    left, right = st.columns([1, 1])
+    with left:
+        st.caption("Evidence")
+        rows = [(label, event[f]) for f, label in EVIDENCE_FIELDS if f in event and pd.notna(event[f])]
+        scores = json.loads(event["scores_json"]) if event.get("scores_json") else {}
+        rows += [(f"Peak score: {name}", value) for name, value in scores.items()]
+        st.dataframe(pd.DataFrame(rows, columns=["evidence", "value"]).astype({"value": str}),
+                     hide_index=True, width="stretch")
+    with right:
+        if "explanation" in event and event["explanation"]:
+            source = event.get("explanation_source", "")
+            st.caption(f"Explanation · {source}" + ("" if event.get("grounded", True) else " · UNVERIFIED"))
+            st.text(event["explanation"])
+            if not event.get("grounded", True):
+                st.warning("This explanation states numbers not found in the evidence: "
+                           f"{event.get('ungrounded_numbers', '')}. Trust the evidence table.")
+            if event.get("fallback_reason"):
+                st.caption(f"Built-in explanation used: {event['fallback_reason']}")
+            if event.get("recommended_action"):
+                st.text(f"Recommended action: {event['recommended_action']} · confidence "
+                        f"{event.get('confidence', '')} · model risk {event.get('risk_score', float('nan')):.2f}")
+        if event.get("headlines"):
+            st.caption("Headlines near the event (untrusted text)")
+            for line in str(event["headlines"]).split(" | "):
+                st.text(line)
+
+
+def export_frame(events: pd.DataFrame) -> pd.DataFrame:
+    return events[[c for c in EXPORT_COLUMNS if c in events.columns]]
+
+
+def render_exports(events: pd.DataFrame, figure, name: str) -> None:
+    """CSV of the events shown and the chart as a standalone HTML file."""
+    cols = st.columns(2)
+    cols[0].download_button("Download events CSV", to_safe_csv(export_frame(events)),
+                            file_name=f"{name}-events.csv", mime="text/csv", key="download_events",
+                            on_click="ignore", icon=":material/download:")
+    cols[1].download_button("Download chart HTML",
+                            lambda: figure.to_html(include_plotlyjs=True, full_html=True).encode("utf-8"),
+                            file_name=f"{name}-chart.html", mime="text/html", key="download_chart",
+                            on_click="ignore", icon=":material/monitoring:")
+
+
+def render_case_actions(event: pd.Series) -> None:
+    """Open or update the case of an event; the case log records who changed what."""
+    from components.services import analyst_name, case_log
+    from store.cases import STATUSES, ConflictError
+    log = case_log()
+    case = log.get(event["event_id"])
+    with st.form(f"case::{event['event_id']}", border=False):
+        cols = st.columns([1, 2, 1])
+        current = case["status"] if case else "new"
+        status = cols[0].selectbox("Case status", STATUSES, index=STATUSES.index(current))
+        note = cols[1].text_input("Note", value=case["note"] if case else "")
+        saved = cols[2].form_submit_button("Save to case log", width="stretch")
+    if saved:
+        who = analyst_name()
+        if case is None:
+            log.upsert_events(event.to_frame().T, who=who)
+            case = log.get(event["event_id"])
+        try:
+            log.update(event["event_id"], who=who, expected_version=case["version"], status=status, note=note)
+            st.toast(f"Case {event['event_id'][:8]} saved as {status}.")
+        except ConflictError as exc:
+            st.error(str(exc))

@@ -1,0 +1,72 @@
+"""Page building blocks shared by several pages: loading with progress, scoring, notices."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from components import controls, services
+from components.controls import DataChoice, DetectorChoice
+from data import DataError
+
+
+def load_or_stop(choice: DataChoice) -> pd.DataFrame:
+    """Load candles with a status box; on a data problem show what to fix and stop the page."""
+    if choice.source == "csv" and not choice.csv_bytes:
+        st.info("Upload a CSV of candles in the sidebar (Date/Time, Open, High, Low, Close, Volume).")
+        st.stop()
+    try:
+        if choice.source in ("yahoo", "bybit"):
+            with st.status(f"Fetching {choice.symbol} {choice.interval} candles…") as box:
+                candles = services.cached_candles(choice)
+                box.update(label=f"Loaded {len(candles):,} candles", state="complete")
+        else:
+            candles = services.cached_candles(choice)
+    except DataError as exc:
+        st.error(f"Cannot load data: {exc}")
+        st.stop()
+    return candles
+
+
+def show_data_notes(candles: pd.DataFrame) -> None:
+    """Cache-age notices and the validator's repairs, so an analyst knows what was changed."""
+    if candles.attrs.get("notice"):
+        (st.caption if candles.attrs.get("source") == "demo" else st.warning)(candles.attrs["notice"])
+    if candles.attrs.get("detected_interval") and candles.attrs["detected_interval"] != candles.attrs.get("interval"):
+        st.info(f"The file's bars look like {candles.attrs['detected_interval']} bars.")
+    repairs = candles.attrs.get("repairs") or []
+    if repairs:
+        with st.expander(f"Data repaired in {len(repairs)} way(s)"):
+            for line in repairs:
+                st.text(f"• {line}")
+
+
+def score_all(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorChoice, ...],
+              sidebar=None) -> tuple[dict, dict, dict]:
+    """Scores (cached), threshold sliders and units for the chosen detectors.
+
+    A detector that fails shows its error and is left out; the rest of the page keeps working.
+    """
+    scores, thresholds, units = {}, {}, {}
+    box = sidebar or st.sidebar
+    if chosen:
+        box.subheader("Thresholds")
+    for det in chosen:
+        key = services.fit_key(choice, det)
+        label = controls.DETECTOR_LABELS.get(det.name, det.name)
+        try:
+            if det.name == "lstm_autoencoder":
+                with st.status(f"{label}: training or loading the model…", expanded=False) as box_:
+                    bar = st.progress(0.0)
+                    series, default, unit = services.detector_scores(
+                        key, candles, det.name, det.params,
+                        lambda f, msg: bar.progress(min(max(float(f), 0.0), 1.0), text=msg))
+                    box_.update(label=f"{label}: model ready", state="complete")
+            else:
+                series, default, unit = services.detector_scores(key, candles, det.name, det.params)
+        except (ValueError, ImportError) as exc:
+            st.error(f"{label} could not run: {exc}")
+            continue
+        scores[det.name] = series
+        units[det.name] = unit
+        thresholds[det.name] = controls.render_threshold_slider(det.name, unit, series, default, key, box)
+    return scores, thresholds, units

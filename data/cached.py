@@ -1,0 +1,251 @@
+"""Data layer: the Parquet disk cache in front of the network sources ("yahoo", "bybit").
+
+Plain Python, no Streamlit. One Parquet file per source/symbol/interval (plus non-default
+options) holds every bar fetched so far; a JSON sidecar beside it records *when and what*
+was fetched (``start``, ``end``, ``fetched_at`` per fetch). A request fetches only the parts
+of its range that no earlier fetch covered, so a second look is instant and works offline.
+
+A fetch covers its range only up to ``fetched_at - one bar - PUBLISH_DELAY``: later bars may
+have been incomplete (or not yet published) when fetched, so they are always fetched again.
+
+Sources raise two kinds of ``DataError`` that the cache treats specially:
+``SourceUnavailableError`` (no network, rate limit, server trouble: the cached part of the
+range is served with a notice) and ``NoDataError`` (the source answered but had no bars).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import pandas as pd
+
+from data import COLUMNS, INTERVALS, CandleQuery, DataError
+from store import data_dir
+
+__all__ = ["SourceUnavailableError", "NoDataError", "PUBLISH_DELAY", "load_through_cache",
+           "cache_paths", "covered_ranges", "missing_ranges", "describe_age"]
+
+log = logging.getLogger(__name__)
+
+#: Providers publish the newest bars late (Yahoo delays some exchanges by 15-20 minutes),
+#: so the last half hour before a fetch is never trusted as complete.
+PUBLISH_DELAY = pd.Timedelta(minutes=30)
+
+_locks: dict[Path, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+class SourceUnavailableError(DataError):
+    """The source could not answer now (no network, rate limit, server error): retry later.
+
+    The cache serves what it already holds for the range instead of failing.
+    """
+
+
+class NoDataError(DataError):
+    """The source answered but has no bars for the symbol in this range."""
+
+
+def _safe_name(text: str) -> str:
+    """A file-system-safe name; a short hash keeps names apart once characters are replaced."""
+    safe = re.sub(r"[^A-Za-z0-9._=^-]", "_", text)
+    if safe != text or safe.startswith("."):
+        safe = safe.lstrip(".") + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    return safe
+
+
+def _cache_options(module: ModuleType, query: CandleQuery) -> dict[str, Any]:
+    """Options that change the data, without those left at the source's default."""
+    defaults = getattr(module, "DEFAULT_OPTIONS", {})
+    return {k: v for k, v in sorted(dict(query.options).items())
+            if v is not None and defaults.get(k, object()) != v}
+
+
+def cache_paths(module: ModuleType, query: CandleQuery) -> tuple[Path, Path]:
+    """The Parquet file and its JSON sidecar for ``query`` (options other than the defaults
+    go into the file name, because e.g. Bybit spot and linear BTCUSDT are different series)."""
+    folder = data_dir() / "candles" / _safe_name(query.source) / _safe_name(query.symbol.upper())
+    stem = query.interval + "".join(f".{k}-{v}" for k, v in _cache_options(module, query).items())
+    stem = _safe_name(stem)
+    return folder / f"{stem}.parquet", folder / f"{stem}.json"
+
+
+def _settle_time(interval: str) -> pd.Timedelta:
+    """How long after its label a bar is complete (months run up to 31 days)."""
+    return pd.Timedelta(days=31) if interval == "1mo" else INTERVALS[interval]
+
+
+def covered_ranges(fetches: list[dict], interval: str) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Merged ``[start, end)`` ranges whose bars were complete when fetched, sorted."""
+    settle = _settle_time(interval) + PUBLISH_DELAY
+    spans = []
+    for item in fetches:
+        start = pd.Timestamp(item["start"])
+        end = min(pd.Timestamp(item["end"]), pd.Timestamp(item["fetched_at"]) - settle)
+        if end > start:
+            spans.append((start, end))
+    merged: list[tuple[pd.Timestamp, pd.Timestamp]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def missing_ranges(start: pd.Timestamp, end: pd.Timestamp,
+                   covered: list[tuple[pd.Timestamp, pd.Timestamp]]
+                   ) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Parts of ``[start, end)`` outside the sorted, merged ``covered`` ranges."""
+    gaps = []
+    cursor = start
+    for cov_start, cov_end in covered:
+        if cov_end <= cursor:
+            continue
+        if cov_start >= end:
+            break
+        if cov_start > cursor:
+            gaps.append((cursor, cov_start))
+        cursor = max(cursor, cov_end)
+    if cursor < end:
+        gaps.append((cursor, end))
+    return gaps
+
+
+def describe_age(then: pd.Timestamp, now: pd.Timestamp) -> str:
+    """'3 hours ago' style age for notices."""
+    seconds = max((now - then).total_seconds(), 0.0)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''} ago"
+    return "moments ago"
+
+
+def _lock_for(path: Path) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(path, threading.Lock())
+
+
+def _read_cache(parquet: Path, sidecar: Path) -> tuple[pd.DataFrame, list[dict]]:
+    """Cached bars and fetch records; anything unreadable counts as no cache (refetch)."""
+    empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS},
+                         index=pd.DatetimeIndex([], tz="UTC", name="timestamp"))
+    if not (parquet.exists() and sidecar.exists()):
+        return empty, []
+    try:
+        fetches = json.loads(sidecar.read_text(encoding="utf-8"))["fetches"]
+        covered_ranges(fetches, "1m")  # raises on a malformed record
+        frame = pd.read_parquet(parquet)
+        if not isinstance(frame.index, pd.DatetimeIndex) or frame.index.tz is None:
+            raise ValueError("index is not a tz-aware DatetimeIndex")
+        frame = frame[COLUMNS].astype("float64")
+        frame.index = frame.index.tz_convert("UTC").as_unit("ns")
+        frame.index.name = "timestamp"
+    except Exception as exc:  # a damaged cache must never stop the app: fetch again
+        log.warning("Ignoring unreadable candle cache %s: %s", parquet, exc)
+        return empty, []
+    return frame.sort_index(), fetches
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write to a temporary file beside ``path`` then rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_cache(parquet: Path, sidecar: Path, frame: pd.DataFrame, fetches: list[dict],
+                 query: CandleQuery, options: dict[str, Any]) -> None:
+    """Parquet first, sidecar second: a crash in between only forgets a fetch (refetched)."""
+    kept = [item for i, item in enumerate(fetches)
+            if not any(pd.Timestamp(later["start"]) <= pd.Timestamp(item["start"])
+                       and pd.Timestamp(item["end"]) <= pd.Timestamp(later["end"])
+                       for later in fetches[i + 1:])]
+    record = {"source": query.source, "symbol": query.symbol, "interval": query.interval,
+              "options": {k: str(v) for k, v in options.items()}, "fetches": kept}
+    stored = frame.copy(deep=False)
+    stored.attrs = {}  # pandas writes attrs into the file; only the bars belong there
+    _write_atomic(parquet, lambda tmp: stored.to_parquet(tmp))
+    _write_atomic(sidecar, lambda tmp: tmp.write_text(json.dumps(record, indent=1), encoding="utf-8"))
+
+
+def _in_range(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
+    return (frame.index >= start) & (frame.index < end)
+
+
+def load_through_cache(module: ModuleType, query: CandleQuery,
+                       progress: Callable[[float, str], None] | None = None, *,
+                       now: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Candles for ``query`` from the disk cache, fetching only what it lacks.
+
+    ``module`` is a source module with ``fetch_raw(query, progress=None)`` and
+    ``to_frame(raw, query)``. Missing parts of the range are fetched one by one and merged
+    into the cache (fetched rows replace cached rows in their range). If a fetch fails with
+    ``SourceUnavailableError`` and the cache holds bars in the range, those are returned
+    with ``attrs["notice"]`` saying how old they are; otherwise the error is raised.
+    ``attrs["fetched_at"]`` is the time of the latest fetch that touched the range.
+    """
+    now = pd.Timestamp.now(tz="UTC") if now is None else now
+    parquet, sidecar = cache_paths(module, query)
+    with _lock_for(parquet):
+        cached, fetches = _read_cache(parquet, sidecar)
+        gaps = missing_ranges(query.start, query.end, covered_ranges(fetches, query.interval))
+        new_parts: list[pd.DataFrame] = []
+        no_data: NoDataError | None = None
+        unavailable: SourceUnavailableError | None = None
+        for number, (gap_start, gap_end) in enumerate(gaps):
+            gap_query = CandleQuery(query.source, query.symbol, gap_start, gap_end,
+                                    query.interval, query.options)
+            step = _gap_progress(progress, number, len(gaps))
+            try:
+                fetched = module.to_frame(module.fetch_raw(gap_query, progress=step), gap_query)
+            except NoDataError as exc:
+                no_data = exc
+                continue
+            except SourceUnavailableError as exc:
+                unavailable = exc
+                break  # the source is down: do not hammer it for the other gaps
+            fetched = fetched[COLUMNS].astype("float64")
+            fetched.index = pd.DatetimeIndex(fetched.index).tz_convert("UTC").as_unit("ns").rename("timestamp")
+            cached = cached[~_in_range(cached, gap_start, gap_end)]
+            new_parts.append(fetched[_in_range(fetched, gap_start, gap_end)])
+            fetches.append({"start": gap_start.isoformat(), "end": gap_end.isoformat(),
+                            "fetched_at": now.isoformat()})
+        if new_parts:
+            cached = pd.concat([cached, *new_parts])
+            cached = cached[~cached.index.duplicated(keep="last")].sort_index()
+            _write_cache(parquet, sidecar, cached, fetches, query, _cache_options(module, query))
+
+    result = cached[_in_range(cached, query.start, query.end)].copy()
+    if result.empty:
+        raise unavailable or no_data or NoDataError(
+            f"No {query.source} data for {query.symbol} in this range: widen the range or check the symbol.")
+    touching = [pd.Timestamp(f["fetched_at"]) for f in fetches
+                if pd.Timestamp(f["start"]) < query.end and pd.Timestamp(f["end"]) > query.start]
+    result.attrs = {"symbol": query.symbol, "source": query.source, "interval": query.interval}
+    if touching:
+        result.attrs["fetched_at"] = max(touching)
+    if unavailable is not None:
+        age = describe_age(max(touching), now) if touching else "earlier"
+        result.attrs["notice"] = f"Offline: showing cached data fetched {age} ({unavailable})"
+    return result
+
+
+def _gap_progress(progress: Callable[[float, str], None] | None, number: int, count: int
+                  ) -> Callable[[float, str], None] | None:
+    """Scale a source's per-gap progress into the whole request's 0..1."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress((number + fraction) / count, message)

@@ -1,0 +1,592 @@
+"""CSV candle source (data layer, no Streamlit): an analyst's exported file -> canonical candles.
+
+Reads the common exports: Yahoo (``Date,Open,High,Low,Close,Adj Close,Volume``), exchange
+exports with epoch seconds/milliseconds or ISO times, ``;``-separated files with decimal
+commas, CryptoDataDownload (a URL line above the header, ``Volume BTC``), and header-less
+Bybit/Binance kline rows ``[ms, open, high, low, close, volume, ...]``.
+
+``fetch_raw`` only reads bytes into a raw table (index = line number in the file, so
+messages can point at a line); ``to_frame`` is pure and maps that table to candles. Every
+problem an analyst can fix raises ``DataError`` saying what is wrong and what to change.
+A file's contents are data only: nothing in it is evaluated.
+"""
+from __future__ import annotations
+
+import csv as _csv
+import io
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from data import INTERVALS, CandleQuery, DataError, validate_candles
+
+__all__ = ["MAX_BYTES", "fetch_raw", "to_frame", "read_candles_csv", "detect_interval"]
+
+#: Largest file accepted; bigger exports should be cut to a shorter range or coarser bars.
+MAX_BYTES = 200 * 1024 * 1024
+#: Unreadable rows are dropped (and reported) only while they stay under this share of rows.
+MAX_JUNK_FRACTION = 0.01
+#: Lines above the header that are skipped (e.g. CryptoDataDownload's URL line).
+MAX_PREAMBLE_LINES = 10
+#: Characters of the file's start searched for the header and separator.
+HEAD_CHARS = 65536
+#: Separators tried, in order, on each line until one splits it into at least 4 fields.
+SEPARATORS = (";", "\t", "|", ",")
+
+#: Column roles and the (normalised) header names that mean them, preferred first.
+#: Normalising keeps only lower-case letters and digits: "Adj Close**" -> "adjclose".
+ALIASES: dict[str, tuple[str, ...]] = {
+    "time": ("timestamp", "unix", "unixtime", "opentime", "starttime", "datetime", "date",
+             "time", "gmttime", "localtime", "ts"),
+    "open": ("open", "o", "openprice"),
+    "high": ("high", "h", "highprice"),
+    "low": ("low", "l", "lowprice"),
+    "close": ("close", "c", "closeprice"),
+    "volume": ("volume", "vol", "v"),
+    "adj_close": ("adjclose", "adjustedclose"),
+    "symbol": ("symbol", "ticker", "pair"),
+}
+REQUIRED = ("time", "open", "high", "low", "close", "volume")
+PRICE_ROLES = ("open", "high", "low", "close")
+#: Header-less files are accepted only with these widths: plain OHLCV, Bybit kline rows
+#: (+ turnover) and Binance kline rows (+ 6 more fields), all starting time, o, h, l, c, v.
+HEADERLESS_WIDTHS = (6, 7, 12)
+
+#: Cells that mean "no value" (the row is then dropped by validate_candles, and reported).
+_MISSING = ("", "null", "nan", "na", "n/a", "none", "-")
+_NA_VALUES = sorted({form for m in _MISSING for form in (m, m.upper(), m.capitalize())})
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?")
+_CLOCK = r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
+_ZONE = r"(?:Z|[+-]\d{2}:?\d{2})$"
+_EPOCH_FIRST = pd.Timestamp("1971-01-01", tz="UTC")   # small numbers are not epoch times
+_STRING_FIRST = pd.Timestamp("1900-01-01", tz="UTC")
+_LAST = pd.Timestamp("2200-01-01", tz="UTC")
+_TIME_HINT = ("Use one time format throughout: ISO such as 2024-01-31 13:00 (UTC unless an "
+              "offset is given), or epoch seconds/milliseconds.")
+_NUMBER_HINT = "Write plain numbers, without currency signs, units or thousands separators."
+_FIELDS_HINT = "Fix or remove lines that have more fields than the header."
+_MAGIC = {b"PK\x03\x04": "a zip archive (or an .xlsx workbook)", b"\x1f\x8b": "a gzip archive",
+          b"\xd0\xcf\x11\xe0": "an Excel .xls workbook", b"PAR1": "a Parquet file",
+          b"%PDF": "a PDF document", b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image"}
+
+
+def fetch_raw(query: CandleQuery,
+              progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
+    """Read ``query.option("file")`` (bytes or a file-like object) or ``option("path")``.
+
+    Returns the table as pandas reads it (a column of numbers as numbers, anything else as
+    text): columns are the header names (or ``column 1..n`` when the file has no header),
+    the index is the 1-based line number of each row in the file, all-empty lines are gone.
+    ``attrs`` holds ``name`` (file stem), ``sep``, ``decimal``, ``has_header`` and
+    ``skipped_lines`` (lines with more fields than the header, left out).
+    """
+    source = query.option("file")
+    if source is None:
+        source = query.option("path")
+    if source is None or (isinstance(source, (str, os.PathLike)) and not str(source).strip()):
+        raise DataError("Choose a CSV file: pass path= or file=.")
+    if progress:
+        progress(0.0, "Reading the CSV file")
+    content, name = _read_content(source)
+    raw = _parse_table(_decode(content))
+    raw.attrs["name"] = name
+    if progress:
+        progress(1.0, f"Read {len(raw):,} rows")
+    return raw
+
+
+def to_frame(raw: pd.DataFrame, query: CandleQuery) -> pd.DataFrame:
+    """Map a raw table from ``fetch_raw`` to candles (before ``validate_candles``). Pure.
+
+    Keeps rows of ``query.symbol`` when the file holds several symbols, filters to
+    ``[query.start, query.end)`` when given, and with option ``adjusted=True`` scales
+    open/high/low/close by ``Adj Close / Close``. Sets ``attrs``: ``symbol``, ``source``,
+    ``interval`` (the query's, else the detected one), ``detected_interval`` (an
+    ``INTERVALS`` key or ""), ``repairs`` (sentences) and, when the bar spacing differs
+    from the chosen interval, ``notice``.
+    """
+    roles = _match_columns(raw)
+    rows, file_symbol = _select_symbol(raw, roles.get("symbol"), query.symbol)
+    total = len(rows) + len(raw.attrs.get("skipped_lines", ()))
+    if total == 0:
+        raise DataError("The file has no data rows: export the candles again.")
+    repairs: list[str] = []
+    times, time_note = _read_times(_time_values(rows, roles))
+    if time_note:
+        repairs.append(time_note)
+    wanted = list(REQUIRED[1:])
+    if query.option("adjusted") and "adj_close" in roles:
+        wanted.append("adj_close")
+    decimal_comma = raw.attrs.get("decimal") == ","
+    numbers = {role: _read_numbers(rows[roles[role]], decimal_comma) for role in wanted}
+    problems = [(times.isna(), _time_problem(rows, roles["time"]), _TIME_HINT)]
+    problems += [(bad, _number_problem(rows, roles[role]), _NUMBER_HINT)
+                 for role, (_, bad) in numbers.items()]
+    keep = _drop_junk(problems, raw.attrs.get("skipped_lines", []), total, repairs)
+
+    values = {role: numbers[role][0][keep] for role in wanted}
+    for role in wanted:
+        if values[role].isna().all():
+            raise DataError(f"Column {roles[role]!r} has no values: export the file with "
+                            f"{role.replace('_', ' ')} filled in.")
+    if not raw.attrs.get("has_header", True):
+        _check_headerless_order(values)
+    if query.option("adjusted"):
+        _adjust(values, "adj_close" in roles, repairs)
+
+    index = pd.DatetimeIndex(times[keep].array, name="timestamp").as_unit("ns")
+    frame = pd.DataFrame({role: values[role].to_numpy(dtype="float64") for role in REQUIRED[1:]},
+                         index=index)
+    frame = _filter_range(frame, query.start, query.end)
+    detected = detect_interval(frame.index)
+    frame.attrs = {"symbol": query.symbol or file_symbol or raw.attrs.get("name") or "CSV",
+                   "source": "csv", "interval": query.interval or detected,
+                   "detected_interval": detected, "repairs": repairs}
+    if detected and query.interval and detected != query.interval:
+        frame.attrs["notice"] = (f"The file's bars are {detected} apart, not {query.interval}; "
+                                 "they are shown as they are.")
+    return frame
+
+
+def read_candles_csv(path_or_buffer: Any, *, symbol: str = "", interval: str = "",
+                     adjusted: bool = False) -> pd.DataFrame:
+    """Read a candle CSV (a path, bytes, or a binary/text file-like such as an UploadedFile).
+
+    Both steps plus ``data.validate_candles``, keeping ``attrs["detected_interval"]``. With
+    ``interval=""`` the detected bar spacing becomes ``attrs["interval"]``. Raises DataError.
+    """
+    key = "path" if isinstance(path_or_buffer, (str, os.PathLike)) else "file"
+    query = CandleQuery("csv", (symbol or "").strip(), None, None, interval,
+                        (("adjusted", adjusted), (key, path_or_buffer)))
+    frame = to_frame(fetch_raw(query), query)
+    out = validate_candles(frame, symbol=frame.attrs["symbol"], source="csv",
+                           interval=frame.attrs["interval"])
+    out.attrs["detected_interval"] = frame.attrs["detected_interval"]
+    return out
+
+
+def detect_interval(index: pd.DatetimeIndex) -> str:
+    """The ``INTERVALS`` key within 10% of the median spacing of ``index``, else "".
+
+    The median ignores weekend and holiday gaps, so daily stock bars read as "1d" and
+    monthly bars (28 to 31 days) as "1mo". Fewer than two distinct times give "".
+    """
+    gaps = np.diff(np.sort(index.as_unit("ns").asi8))
+    gaps = gaps[gaps > 0]
+    if len(gaps) == 0:
+        return ""
+    median = pd.Timedelta(int(np.median(gaps)), unit="ns")
+    for name, length in INTERVALS.items():
+        if abs(median - length) <= 0.1 * length:
+            return name
+    return ""
+
+
+# --- reading bytes -------------------------------------------------------------------------
+
+def _read_content(source: Any) -> tuple[bytes | str, str]:
+    """File contents (bytes, or str from a text file-like) and the file's name stem."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        content = bytes(source)
+        name = ""
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        try:
+            size = path.stat().st_size
+            if size > MAX_BYTES:
+                raise DataError(_too_large(size))
+            content = path.read_bytes()
+        except FileNotFoundError:
+            raise DataError(f"No file at {str(path)!r}: check the path.") from None
+        except IsADirectoryError:
+            raise DataError(f"{str(path)!r} is a folder: choose a CSV file inside it.") from None
+        except OSError as exc:
+            raise DataError(f"Cannot read {str(path)!r} ({exc.strerror or exc}): "
+                            "check the path and its permissions.") from None
+        name = path.stem
+    elif hasattr(source, "read"):
+        try:
+            if getattr(source, "seekable", lambda: False)():
+                source.seek(0)   # an upload read on an earlier rerun is positioned at its end
+            content = source.read(MAX_BYTES + 1)
+        except (OSError, ValueError) as exc:   # closed file, or a text file in the wrong encoding
+            raise DataError(f"Cannot read the uploaded file ({exc}): upload it again as a "
+                            "UTF-8 CSV.") from None
+        if not isinstance(content, (bytes, str)):
+            raise DataError("The file object returned neither bytes nor text: pass a CSV file.")
+        name = Path(str(getattr(source, "name", "") or "")).stem
+    else:
+        raise DataError(f"Cannot read a CSV from a {type(source).__name__}: pass a path, "
+                        "bytes or an uploaded file.")
+    if len(content) > MAX_BYTES:
+        raise DataError(_too_large(len(content)))
+    return content, name
+
+
+def _too_large(size: int) -> str:
+    return (f"The file is {size / 2**20:,.0f} MB; the limit is {MAX_BYTES / 2**20:,.0f} MB. "
+            "Export a shorter range or a coarser interval.")
+
+
+def _decode(content: bytes | str) -> str:
+    """Text of the file: UTF-8 (BOM dropped), UTF-16 with a BOM, else Windows-1252."""
+    if isinstance(content, str):
+        text = content.lstrip("\ufeff")
+    else:
+        for magic, what in _MAGIC.items():
+            if content.startswith(magic):
+                raise DataError(f"This is {what}, not a CSV: export or save the candles as CSV.")
+        if content.startswith((b"\xff\xfe", b"\xfe\xff")):
+            try:
+                text = content.decode("utf-16").lstrip("\ufeff")
+            except UnicodeDecodeError:
+                raise DataError("The file claims to be UTF-16 text but is not: save it as "
+                                "UTF-8 CSV.") from None
+        elif b"\x00" in content:
+            raise DataError("The file is binary, not CSV text: export the candles as CSV.")
+        else:
+            try:
+                text = content.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                text = content.decode("cp1252", errors="replace")
+    if not text or text.isspace():
+        raise DataError("The file is empty: export the candles again.")
+    head = text[:HEAD_CHARS]
+    controls = sum(1 for ch in head if (ch < " " and ch not in "\t\r\n") or ch == "\ufffd")
+    if "\x00" in head or controls > 0.01 * len(head):
+        raise DataError("The file does not look like CSV text (it holds control or undecodable "
+                        "characters): export the candles as CSV.")
+    if "\n" not in head and "\r" in head:   # old Mac line endings
+        text = text.replace("\r", "\n")
+    return text
+
+
+def _parse_table(text: str) -> pd.DataFrame:
+    """Split ``text`` into a table; see ``fetch_raw`` for the shape.
+
+    Numeric columns come back as numbers straight from pandas' C parser (fast for 200 MB);
+    a column with any unreadable cell stays text so ``to_frame`` can point at the cell.
+    """
+    lines = text[:HEAD_CHARS].split("\n")
+    for skip, line in enumerate(lines[:MAX_PREAMBLE_LINES + 1]):
+        sep = next((s for s in SEPARATORS if line.count(s) >= 3), None)
+        if sep:
+            break
+    else:
+        first = next((ln.strip() for ln in lines if ln.strip()), "")
+        raise DataError(f"No table found: the first line is {first[:80]!r}. A candle CSV needs "
+                        "columns for time, open, high, low, close and volume, separated by "
+                        "commas or semicolons, under a header row.")
+    try:
+        fields = [f.strip() for f in next(_csv.reader([lines[skip].rstrip("\r")], delimiter=sep))]
+    except _csv.Error as exc:
+        raise DataError(f"Cannot read line {skip + 1} ({exc}): save the file as plain CSV.") \
+            from None
+    numeric = [bool(_NUMBER.fullmatch(f)) for f in fields]
+    has_header = not all(numeric)
+    if has_header and all(numeric[1:]):
+        raise DataError(f"The file has no header row (line {skip + 1} is "
+                        f"{lines[skip].strip()[:80]!r}): add one such as "
+                        "Date,Open,High,Low,Close,Volume.")
+    names = _unique_names(fields) if has_header else [f"column {i + 1}" for i in range(len(fields))]
+    first_row = skip + 1 if has_header else skip   # 0-based line where data starts
+    _check_first_row_width(lines, first_row, sep, len(names))
+    head_rows = lines[first_row:first_row + 50]
+    decimal = "," if sep != "," and any("," in ln for ln in head_rows) else "."
+    body = text[sum(len(ln) + 1 for ln in lines[:first_row]):]
+    skipped: list[int] = []
+    if body and not body.isspace():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            try:
+                table = pd.read_csv(io.BytesIO(body.encode("utf-8", errors="replace")),
+                                    encoding="utf-8", sep=sep, header=None, names=names,
+                                    index_col=False, keep_default_na=False, na_values=_NA_VALUES,
+                                    skip_blank_lines=False, skipinitialspace=True,
+                                    on_bad_lines="warn", decimal=decimal, engine="c")
+            except ValueError as exc:   # pandas' ParserError and EmptyDataError are ValueErrors
+                detail = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+                raise DataError(f"Cannot split the file into columns ({detail}): check for an "
+                                "unclosed quote or a broken line.") from None
+        skipped = sorted({int(n) for w in caught
+                          for n in re.findall(r"Skipping line (\d+)", str(w.message))})
+    else:
+        table = pd.DataFrame(columns=names, dtype=object)
+    all_lines = np.arange(1, len(table) + len(skipped) + 1)
+    lines_kept = np.delete(all_lines, np.array(skipped, dtype=int) - 1)
+    table.index = pd.Index(lines_kept[:len(table)] + first_row, name="line")
+    table = table[table.notna().any(axis=1)]
+    table.attrs = {"sep": sep, "decimal": decimal, "has_header": has_header,
+                   "skipped_lines": [n + first_row for n in skipped]}
+    return table
+
+
+def _check_first_row_width(lines: list[str], first_row: int, sep: str, width: int) -> None:
+    """pandas silently cuts a first data row wider than the header (later ones it skips)."""
+    line = next((ln for ln in lines[first_row:] if ln.strip()), "")
+    try:
+        fields = next(_csv.reader([line.rstrip("\r")], delimiter=sep), [])
+    except _csv.Error:
+        return   # read_csv reports the broken line itself
+    if any(f.strip() for f in fields[width:]):
+        number = first_row + 1 + lines[first_row:].index(line)
+        raise DataError(f"Line {number} has {len(fields)} fields but the header names {width}: "
+                        "name the extra columns in the header or remove them.")
+
+
+def _unique_names(header: list[str]) -> list[str]:
+    names: list[str] = []
+    for i, name in enumerate(header):
+        name = name or f"column {i + 1}"
+        names.append(name if name not in names else f"{name} ({i + 1})")
+    return names
+
+
+# --- mapping columns -----------------------------------------------------------------------
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", str(name).lower())
+
+
+def _match_columns(raw: pd.DataFrame) -> dict[str, str]:
+    """Role -> column name. Header-less tables map by position; missing roles raise."""
+    columns = list(raw.columns)
+    if not raw.attrs.get("has_header", True):
+        if len(columns) not in HEADERLESS_WIDTHS:
+            raise DataError(f"The file has no header row and {len(columns)} columns; without a "
+                            "header only rows of time, open, high, low, close, volume (plus "
+                            "Bybit's turnover or Binance's extra fields) can be read. Add a "
+                            "header such as Date,Open,High,Low,Close,Volume.")
+        return dict(zip(REQUIRED, columns))
+    normalised = {c: _normalise(c) for c in columns}
+    roles: dict[str, str] = {}
+    for role, aliases in ALIASES.items():
+        for alias in aliases:
+            match = next((c for c in columns
+                          if normalised[c] == alias and c not in roles.values()), None)
+            if match is not None:
+                roles[role] = match
+                break
+    if "volume" not in roles:   # "Volume BTC", "Volume USDT": the first is the base coin
+        match = next((c for c in columns if normalised[c].startswith("volume")
+                      and c not in roles.values()), None)
+        if match is not None:
+            roles["volume"] = match
+    missing = [role for role in REQUIRED if role not in roles]
+    if missing:
+        found = ", ".join(repr(c) for c in columns[:15]) + (", ..." if len(columns) > 15 else "")
+        raise DataError(f"The file lacks the {', '.join(missing)} column(s); found {found}. "
+                        "Name the columns Date (or Time/Timestamp), Open, High, Low, Close, "
+                        "Volume.")
+    return roles
+
+
+def _select_symbol(raw: pd.DataFrame, column: str | None, wanted: str) -> tuple[pd.DataFrame, str]:
+    """Rows of one symbol: a file with several symbols must be narrowed by ``wanted``."""
+    if column is None:
+        return raw, ""
+    names = _text(raw[column])
+    distinct = list(dict.fromkeys(n for n in names if n))
+    if len(distinct) <= 1:
+        return raw, distinct[0] if distinct else ""
+    listed = ", ".join(distinct[:8]) + (", ..." if len(distinct) > 8 else "")
+    if not wanted:
+        raise DataError(f"The file holds {len(distinct)} symbols ({listed}); enter one of them "
+                        "as the symbol.")
+    match = names.map(_normalise_symbol) == _normalise_symbol(wanted)
+    if not match.any():
+        raise DataError(f"The file has no rows for {wanted!r}; it holds {listed}. "
+                        "Enter one of those.")
+    return raw[match], names[match].iloc[0]
+
+
+def _normalise_symbol(symbol: str) -> str:
+    return re.sub(r"[^0-9A-Z]", "", symbol.upper())
+
+
+# --- parsing values ------------------------------------------------------------------------
+
+def _text(column: pd.Series) -> pd.Series:
+    """Cells as stripped strings, "" where missing."""
+    if pd.api.types.is_string_dtype(column) and not pd.api.types.is_object_dtype(column):
+        return column.fillna("").str.strip()
+    return column.astype(object).where(column.notna(), "").astype(str).str.strip()
+
+
+def _is_number_column(column: pd.Series) -> bool:
+    # pandas reads True/False as booleans; as prices they are unreadable text, not 1 and 0
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+def _time_values(rows: pd.DataFrame, roles: dict[str, str]) -> pd.Series:
+    """The time column; a Date column with a clock-only Time column beside it is joined."""
+    column = rows[roles["time"]]
+    other = next((c for c in rows.columns if _normalise(c) == "time" and c != roles["time"]), None)
+    if _normalise(roles["time"]) == "date" and other is not None:
+        clock = _text(rows[other])
+        if clock.str.fullmatch(_CLOCK).all():
+            return _text(column) + " " + clock
+    return column
+
+
+def _read_times(column: pd.Series) -> tuple[pd.Series, str]:
+    """UTC times (NaT where missing, unreadable or implausible) and a note on how they were read.
+
+    Numeric columns (also text columns that are mostly numbers) are epoch times, their unit
+    told by magnitude (seconds < 1e11 <= milliseconds < 1e14 <= microseconds < 1e17 <=
+    nanoseconds), or YYYYMMDD dates. Text is tried as ISO 8601 first, then month-first and
+    day-first; the reading with fewer failures wins, and on a tie the one spanning less
+    time. Naive times are UTC.
+    """
+    if _is_number_column(column):
+        return _epoch_times(column.astype("float64")), ""
+    text = _text(column)
+    present = text != ""
+    numeric = text.str.fullmatch(r"[+-]?\d+(?:\.\d+)?")
+    if present.any() and numeric[present].mean() > 0.5:
+        return _epoch_times(pd.to_numeric(text.where(numeric), errors="coerce")), ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # pandas warns when it cannot infer one format
+        readings = [_plausible(pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce"),
+                               _STRING_FIRST)]
+        if readings[0][present].isna().any():
+            readings += [_plausible(pd.to_datetime(text, utc=True, errors="coerce", dayfirst=first),
+                                    _STRING_FIRST) for first in (False, True)]
+    failures = [int(r[present].isna().sum()) for r in readings]
+    best = [r for r, f in zip(readings, failures) if f == min(failures)]
+    times = min(best, key=_span)   # min keeps the first (ISO, then month-first) on a tie
+    note = ""
+    if len(readings) == 3 and failures[1] == failures[2] == min(failures) \
+            and not readings[1].equals(readings[2]):
+        order = "day-first" if times is readings[2] else "month-first"
+        note = f"Dates such as 01/02 could be day-first or month-first; read them {order}."
+    if (present & text.str.contains(":", regex=False) & ~text.str.contains(_ZONE)).any():
+        note = (note + " " if note else "") + "Times have no time zone; read them as UTC."
+    return times, note
+
+
+def _epoch_times(numbers: pd.Series) -> pd.Series:
+    """Epoch numbers (unit by magnitude) or YYYYMMDD integers as UTC times; NaN -> NaT."""
+    numbers = numbers.where(np.isfinite(numbers))
+    known = numbers.dropna()
+    if known.empty:
+        return pd.Series(pd.NaT, index=numbers.index, dtype="datetime64[ns, UTC]")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if known.between(19000101, 22000101).all() and (known % 1 == 0).all():
+            digits = numbers.astype("Int64").astype(str)
+            return _plausible(pd.to_datetime(digits, format="%Y%m%d", utc=True, errors="coerce"),
+                              _STRING_FIRST)
+        magnitude = float(np.median(np.abs(known)))
+        unit = "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else (
+            "us" if magnitude < 1e17 else "ns")
+        times = pd.to_datetime(numbers, unit=unit, utc=True, errors="coerce")
+    return _plausible(times, _EPOCH_FIRST)
+
+
+def _plausible(times: pd.Series, first: pd.Timestamp) -> pd.Series:
+    """NaT outside [first, 2200): small numbers or two-digit years are not real bar times."""
+    times = times.where((times >= first) & (times < _LAST))
+    return times.astype("datetime64[ns, UTC]")
+
+
+def _span(times: pd.Series) -> pd.Timedelta:
+    """Time from first to last reading. Swapping day and month spreads the bars over months,
+    so between two readings of ambiguous dates the shorter span is the likely one."""
+    return times.max() - times.min()
+
+
+def _read_numbers(column: pd.Series, decimal_comma: bool) -> tuple[pd.Series, pd.Series]:
+    """Floats (NaN where missing or unreadable) and the mask of unreadable cells.
+
+    Missing markers ("", null, NaN, n/a, -) are not unreadable: validate_candles drops those
+    rows and says so. With ``decimal_comma`` "1.234,5" reads as 1234.5.
+    """
+    if _is_number_column(column):
+        return column.astype("float64"), pd.Series(False, index=column.index)
+    text = _text(column)
+    if decimal_comma:
+        has_comma = text.str.contains(",", regex=False)
+        european = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+        text = text.where(~has_comma, european)
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+    return numbers, numbers.isna() & ~text.str.lower().isin(_MISSING)
+
+
+def _time_problem(rows: pd.DataFrame, column: str) -> Callable[[Any], str]:
+    def describe(line: Any) -> str:
+        value = rows.at[line, column]
+        if pd.isna(value) or not str(value).strip():
+            return f"the time is empty on line {line} (column {column!r})"
+        return f"cannot read the time {str(value)!r} on line {line} (column {column!r})"
+    return describe
+
+
+def _number_problem(rows: pd.DataFrame, column: str) -> Callable[[Any], str]:
+    def describe(line: Any) -> str:
+        return f"{str(rows.at[line, column])!r} in column {column!r} on line {line} is not a number"
+    return describe
+
+
+def _drop_junk(problems: list[tuple[pd.Series, Callable[[Any], str], str]], skipped: list[int],
+               total: int, repairs: list[str]) -> pd.Series:
+    """Boolean mask of rows to keep: unreadable rows go if under 1% of rows, else DataError.
+
+    ``problems`` holds (bad-row mask, describe(line) -> str, what to change) per column.
+    """
+    bad = np.logical_or.reduce([mask.to_numpy() for mask, _, _ in problems])
+    index = problems[0][0].index
+    count = int(bad.sum()) + len(skipped)
+    if count == 0:
+        return pd.Series(True, index=index)
+    examples = [(describe(mask[mask].index[0]), hint)
+                for mask, describe, hint in problems if mask.any()]
+    if skipped:
+        examples.append((f"line {skipped[0]} has more fields than the header", _FIELDS_HINT))
+    if count < MAX_JUNK_FRACTION * total:
+        repairs.append(f"Dropped {count} unreadable row(s) of {total} ({examples[0][0]}).")
+        return pd.Series(~bad, index=index)
+    raise DataError(f"{count} of {total} rows cannot be read: {examples[0][0]}. {examples[0][1]}")
+
+
+def _check_headerless_order(values: dict[str, pd.Series]) -> None:
+    """A header-less file must really be time, open, high, low, close, volume."""
+    o, h, low, c = (values[r] for r in PRICE_ROLES)
+    complete = o.notna() & h.notna() & low.notna() & c.notna()
+    fits = (h >= np.maximum(o, np.maximum(low, c))) & (low <= np.minimum(o, np.minimum(h, c)))
+    if complete.any() and fits[complete].mean() < 0.99:
+        raise DataError("The file has no header and its columns do not read as time, open, "
+                        "high, low, close, volume: add a header row naming them.")
+
+
+def _adjust(values: dict[str, pd.Series], has_adj_close: bool, repairs: list[str]) -> None:
+    """Scale open/high/low/close by Adj Close / Close, as yfinance's auto_adjust does."""
+    if not has_adj_close:
+        repairs.append("No Adj Close column, so prices are not adjusted.")
+        return
+    factor = values["adj_close"] / values["close"]
+    for role in PRICE_ROLES:
+        values[role] = values[role] * factor
+    repairs.append("Scaled open, high, low and close by Adj Close / Close (adjusted prices).")
+
+
+def _filter_range(frame: pd.DataFrame, start: pd.Timestamp | None,
+                  end: pd.Timestamp | None) -> pd.DataFrame:
+    """Rows in [start, end); an empty result names the span the file covers."""
+    if start is None and end is None:
+        return frame
+    inside = np.ones(len(frame), dtype=bool)
+    if start is not None:
+        inside &= frame.index >= start
+    if end is not None:
+        inside &= frame.index < end
+    if not inside.any():
+        first, last = frame.index.min(), frame.index.max()
+        raise DataError(f"The file covers {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC; "
+                        "pick a range inside it.")
+    return frame[inside]

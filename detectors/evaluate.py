@@ -1,0 +1,164 @@
+"""Scoring detectors against labelled anomaly windows (detection layer).
+
+Two views, because analysts care about both: point-wise ranking quality (PR-AUC of the raw
+score against "inside a labelled window", robust to the heavy class imbalance), and
+event-wise usefulness at a threshold (how many labelled events get at least one flag, and
+how many flagged events are real). Flagged bars are grouped into events the way
+``detectors.to_events`` groups them. Positions and delays are counted in bars.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, precision_recall_curve
+
+from detectors.events import flag_runs
+
+#: Bars after a label's end during which a flag still counts as finding it.
+DEFAULT_TOLERANCE = 3
+
+
+def evaluate(scores: pd.Series, labels: pd.DataFrame, threshold: float, *, kinds=None,
+             tolerance: int = DEFAULT_TOLERANCE, merge_gap: int = 2) -> dict:
+    """Point-wise and event-wise quality of ``scores`` against ``labels``.
+
+    Parameters
+    ----------
+    scores : Series
+        Raw scores on a sorted DatetimeIndex, higher = more anomalous; NaN ranks lowest
+        and is never flagged.
+    labels : DataFrame
+        Columns ``start``, ``end`` (inclusive, UTC) and ``kind``. Labels entirely outside
+        the scored span are ignored.
+    threshold : float
+        Bars with score >= threshold are flagged.
+    kinds : iterable of str, optional
+        Keep only labels of these kinds (the kinds a detector is meant to find).
+    tolerance : int
+        A flag up to this many bars after a label's end still finds it (and still counts
+        as a true flag).
+    merge_gap : int
+        Flagged bars separated by at most this many unflagged bars form one flagged event.
+
+    Returns
+    -------
+    dict
+        ``pr_auc`` (NaN without labels), ``base_rate`` (the PR-AUC of a random score),
+        ``event_recall``, ``flag_precision``, ``f1``, ``recall_by_kind`` (kind -> recall),
+        ``detection_delay`` (mean bars from label start to its first flag; NaN if none
+        found), ``n_labels`` and ``n_flagged_events``.
+    """
+    windows = _label_windows(scores.index, labels, kinds)
+    inside = _inside_mask(len(scores), windows)
+    result = {"pr_auc": _pr_auc(scores, inside), "base_rate": float(inside.mean()) if len(inside) else np.nan}
+    result.update(_event_metrics(scores.to_numpy(dtype="float64"), windows, threshold,
+                                 tolerance, merge_gap))
+    return result
+
+
+def threshold_sweep(scores: pd.Series, labels: pd.DataFrame, thresholds, *, kinds=None,
+                    tolerance: int = DEFAULT_TOLERANCE, merge_gap: int = 2) -> pd.DataFrame:
+    """Event-wise precision, recall and F1 at each threshold (columns in that order)."""
+    windows = _label_windows(scores.index, labels, kinds)
+    values = scores.to_numpy(dtype="float64")
+    rows = []
+    for threshold in thresholds:
+        metrics = _event_metrics(values, windows, float(threshold), tolerance, merge_gap)
+        rows.append({"threshold": float(threshold), "precision": metrics["flag_precision"],
+                     "recall": metrics["event_recall"], "f1": metrics["f1"]})
+    return pd.DataFrame(rows, columns=["threshold", "precision", "recall", "f1"])
+
+
+def best_threshold(sweep: pd.DataFrame) -> float:
+    """The threshold with the highest F1 in a ``threshold_sweep``; ties go to the highest
+    threshold (fewer flags for the same quality)."""
+    valid = sweep.dropna(subset=["f1"])
+    if valid.empty:
+        raise ValueError("No threshold in the sweep has an F1: add labels or lower the thresholds.")
+    best = valid[valid["f1"] == valid["f1"].max()]
+    return float(best["threshold"].max())
+
+
+def pr_curve(scores: pd.Series, labels: pd.DataFrame, *, kinds=None) -> pd.DataFrame:
+    """Point-wise precision-recall curve (columns precision, recall, threshold).
+
+    NaN scores rank lowest; the point that flags them too has threshold -inf.
+    """
+    windows = _label_windows(scores.index, labels, kinds)
+    inside = _inside_mask(len(scores), windows)
+    if not inside.any():
+        raise ValueError("No labelled bar in the scored range: widen the range or pick other kinds.")
+    filled, sentinel = _nan_lowest(scores.to_numpy(dtype="float64"))
+    precision, recall, thresholds = precision_recall_curve(inside, filled)
+    thresholds = np.where(thresholds == sentinel, -np.inf, thresholds)
+    # The last point (precision 1, recall 0) has no threshold in scikit-learn's output.
+    return pd.DataFrame({"precision": precision[:-1], "recall": recall[:-1],
+                         "threshold": thresholds})
+
+
+def _label_windows(index: pd.DatetimeIndex, labels: pd.DataFrame, kinds) -> pd.DataFrame:
+    """Labels as bar positions: columns first, last (inclusive) and kind."""
+    if kinds is not None:
+        labels = labels[labels["kind"].isin(list(kinds))]
+    starts = pd.to_datetime(labels["start"], utc=True)
+    ends = pd.to_datetime(labels["end"], utc=True)
+    first = index.searchsorted(starts.to_numpy(), side="left")
+    last = index.searchsorted(ends.to_numpy(), side="right") - 1
+    keep = first <= last
+    return pd.DataFrame({"first": first[keep], "last": last[keep],
+                         "kind": labels["kind"].to_numpy()[keep]})
+
+
+def _inside_mask(n: int, windows: pd.DataFrame) -> np.ndarray:
+    # Difference array: +1 at each window start, -1 after its end; cumsum > 0 is inside.
+    marks = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(marks, windows["first"].to_numpy(), 1)
+    np.add.at(marks, windows["last"].to_numpy() + 1, -1)
+    return np.cumsum(marks[:n]) > 0
+
+
+def _nan_lowest(values: np.ndarray) -> tuple[np.ndarray, float]:
+    finite = values[np.isfinite(values)]
+    sentinel = float(finite.min() - 1.0) if len(finite) else 0.0
+    return np.where(np.isnan(values), sentinel, values), sentinel
+
+
+def _pr_auc(scores: pd.Series, inside: np.ndarray) -> float:
+    if not inside.any():
+        return np.nan
+    filled, _ = _nan_lowest(scores.to_numpy(dtype="float64"))
+    return float(average_precision_score(inside, filled))
+
+
+def _event_metrics(values: np.ndarray, windows: pd.DataFrame, threshold: float,
+                   tolerance: int, merge_gap: int) -> dict:
+    flagged = values >= threshold  # NaN compares False: never flagged
+    run_starts, run_ends = flag_runs(flagged, merge_gap)
+    first = windows["first"].to_numpy()
+    reach = windows["last"].to_numpy() + tolerance
+    # Flagged positions before or at each bar: a window holds a flag iff the count grows.
+    flag_count = np.concatenate([[0], np.cumsum(flagged)])
+    reach_clipped = np.minimum(reach, len(values) - 1)
+    found = flag_count[reach_clipped + 1] - flag_count[first] > 0
+    flag_positions = np.flatnonzero(flagged)
+    first_flag = flag_positions[np.minimum(np.searchsorted(flag_positions, first),
+                                           max(len(flag_positions) - 1, 0))] \
+        if len(flag_positions) else np.zeros(len(first), dtype=np.int64)
+    delays = (first_flag - first)[found]
+    # A flagged run is true if it overlaps some [first, last + tolerance] window.
+    true_run = np.zeros(len(run_starts), dtype=bool)
+    for lo, hi in zip(first, reach):
+        true_run |= (run_starts <= hi) & (run_ends >= lo)
+    recall = float(found.mean()) if len(found) else np.nan
+    precision = float(true_run.mean()) if len(true_run) else np.nan
+    if np.isnan(recall) and np.isnan(precision):
+        f1 = np.nan
+    else:  # a missing side (no flags, or no labels) counts as 0
+        p, r = np.nan_to_num(precision), np.nan_to_num(recall)
+        f1 = 2 * p * r / (p + r) if p + r > 0 else 0.0
+    kinds = windows["kind"].to_numpy()
+    by_kind = {str(kind): float(found[kinds == kind].mean()) for kind in sorted(set(kinds))}
+    return {"event_recall": recall, "flag_precision": precision, "f1": float(f1),
+            "recall_by_kind": by_kind,
+            "detection_delay": float(delays.mean()) if len(delays) else np.nan,
+            "n_labels": int(len(found)), "n_flagged_events": int(len(run_starts))}

@@ -1,0 +1,396 @@
+"""LSTM autoencoder detector: candles whose recent window the model cannot reconstruct (detection layer).
+
+A Keras 3 encoder-decoder learns to reproduce sliding windows of scaled candle features on
+the span it is fitted on; a window that looks unlike that span reconstructs badly. TensorFlow
+is imported only inside ``fit``, ``score`` and ``load``, so importing this module (and listing
+detectors) stays light. Trained models are cached on disk under ``store.data_dir()/models``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from detectors.base import Detector
+from detectors.features import log_returns, log_volume, range_ratio
+
+#: Feature name -> causal series computed from candles (bar t uses bars t-1 and t only).
+FEATURES: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
+    "returns": lambda c: log_returns(c["close"]),
+    "log_volume_change": lambda c: log_volume(c["volume"]).diff(),
+    "range": range_ratio,
+    "body": lambda c: (c["close"] - c["open"]) / c["open"],
+}
+#: Scaled features are clipped to +-CLIP so one absurd bar cannot dominate training.
+CLIP = 10.0
+#: Fewest complete windows a fit needs, so the threshold percentile means something.
+MIN_TRAIN_WINDOWS = 50
+#: Windows per prediction batch when scoring: large batches keep 100,000 candles fast.
+SCORE_BATCH = 8192
+#: Version of the on-disk format written by ``save``; other versions are not loaded.
+FORMAT_VERSION = 1
+MODEL_FILE = "model.keras"
+STATE_FILE = "detector.json"
+
+Progress = Callable[[float, str], None]
+
+
+def _import_keras():
+    """Import Keras on the TensorFlow backend, quietly and deterministically (call lazily)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    return keras
+
+
+def _check_params(det: "LstmAutoencoderDetector") -> None:
+    """Raise ValueError, saying what to change, for parameters no data can make valid."""
+    def whole(value: Any, least: int) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= least
+
+    if not whole(det.window, 2):
+        raise ValueError(f"window must be a whole number of candles, 2 or more; got {det.window!r}.")
+    for name, least in (("units", 1), ("epochs", 1), ("batch_size", 1), ("patience", 0)):
+        if not whole(getattr(det, name), least):
+            raise ValueError(f"{name} must be a whole number, {least} or more; "
+                             f"got {getattr(det, name)!r}.")
+    if not (isinstance(det.learning_rate, (int, float)) and det.learning_rate > 0):
+        raise ValueError(f"learning_rate must be a positive number such as 1e-3; "
+                         f"got {det.learning_rate!r}.")
+    if not (isinstance(det.validation_split, (int, float)) and 0 <= det.validation_split < 1):
+        raise ValueError(f"validation_split must be at least 0 and below 1, e.g. 0.2; "
+                         f"got {det.validation_split!r}.")
+    if not (isinstance(det.threshold_percentile, (int, float))
+            and 0 < det.threshold_percentile < 100):
+        raise ValueError(f"threshold_percentile must be strictly between 0 and 100, e.g. 99; "
+                         f"got {det.threshold_percentile!r}.")
+    features = det.features
+    if isinstance(features, str) or not features:
+        raise ValueError("features must be a non-empty list of names such as "
+                         f"('returns', 'range'); got {features!r}.")
+    unknown = [f for f in features if f not in FEATURES]
+    if unknown:
+        raise ValueError(f"Unknown feature(s) {', '.join(map(repr, unknown))}; "
+                         f"choose from {', '.join(FEATURES)}.")
+    if len(set(features)) != len(features):
+        raise ValueError(f"features lists a name twice; list each once: {features!r}.")
+    if det.random_state is not None and not whole(det.random_state, 0):
+        raise ValueError(f"random_state must be a whole number 0 or more, or None; "
+                         f"got {det.random_state!r}.")
+
+
+def _feature_matrix(frame: pd.DataFrame, features: tuple[str, ...]) -> np.ndarray:
+    """Raw features, one column per name, float64; NaN where a feature is still warming up."""
+    columns = [FEATURES[name](frame).to_numpy(dtype="float64") for name in features]
+    matrix = np.column_stack(columns)
+    matrix[~np.isfinite(matrix)] = np.nan
+    return matrix
+
+
+def _warmup(features: tuple[str, ...]) -> int:
+    """Leading candles without a value for some feature (1 when any feature needs a diff)."""
+    probe = pd.DataFrame({c: [1.0, 1.0, 1.0] for c in ("open", "high", "low", "close", "volume")})
+    rows = np.isfinite(_feature_matrix(probe, features)).all(axis=1)
+    return int(np.argmax(rows))
+
+
+def _fingerprint(frame: pd.DataFrame) -> str:
+    """sha256 of the candle values and timestamps: equal data gives an equal cache key."""
+    digest = hashlib.sha256()
+    digest.update(frame.index.asi8.tobytes())
+    for col in ("open", "high", "low", "close", "volume"):
+        digest.update(np.ascontiguousarray(frame[col].to_numpy(dtype="float64")).tobytes())
+    return digest.hexdigest()
+
+
+class LstmAutoencoderDetector(Detector):
+    """Reconstruction error of an LSTM autoencoder over the window ending at each candle.
+
+    Parameters
+    ----------
+    window : int
+        Candles per window; the score of candle t covers candles t-window+1 .. t.
+    units : int
+        LSTM units in the encoder and in the decoder.
+    epochs, batch_size, learning_rate : int, int, float
+        Adam training settings (MSE loss).
+    validation_split : float
+        Share of windows, the latest in time, held out for early stopping (0 = none).
+    patience : int
+        Epochs without improvement before training stops; the best weights are kept.
+    threshold_percentile : float
+        The default threshold is this percentile of the errors on the fitted span.
+    features : tuple of str
+        Any of "returns" (log close change), "log_volume_change", "range"
+        ((high - low) / close) and "body" ((close - open) / open).
+    random_state : int or None
+        Seed for weights and shuffling; with a seed, training is repeatable on CPU.
+    cache : bool
+        Load a model trained earlier on the same data and parameters from disk instead of
+        training again, and save newly trained ones there.
+
+    Notes
+    -----
+    ``score`` is indexed like the input, higher = more anomalous, in units of mean squared
+    error of standardised features (about 1 means no better than guessing the average).
+    It is NaN for the first ``window - 1`` candles plus the features' warm-up (one candle
+    for the diff-based features) and for any window that contains a missing feature value.
+    A candle's score uses candles up to it only; the model and scaler come from the span
+    passed to ``fit``.
+    """
+
+    label = "LSTM autoencoder"
+    unit = "reconstruction error"
+
+    def __init__(self, window=24, units=32, epochs=30, batch_size=64, learning_rate=1e-3,
+                 validation_split=0.2, patience=3, threshold_percentile=99.0,
+                 features=("returns", "log_volume_change", "range"), random_state=0,
+                 cache=True):
+        self.window = window
+        self.units = units
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_split = validation_split
+        self.patience = patience
+        self.threshold_percentile = threshold_percentile
+        self.features = features
+        self.random_state = random_state
+        self.cache = cache
+
+    def _default_threshold(self) -> float:
+        # Before fitting: an error of 1 on standardised features is no better than the mean.
+        return 1.0
+
+    def min_candles(self) -> int:
+        """Fewest candles ``fit`` accepts with these parameters (valid parameters assumed)."""
+        return _warmup(tuple(self.features)) + self.window - 1 + self._min_windows()
+
+    def _min_windows(self) -> int:
+        """Windows needed so that MIN_TRAIN_WINDOWS remain for training after validation."""
+        return int(np.ceil(MIN_TRAIN_WINDOWS / (1 - self.validation_split)))
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, frame: pd.DataFrame, progress: Progress | None = None) -> "LstmAutoencoderDetector":
+        """Train on ``frame`` (or load the cached model for it) and return self.
+
+        ``progress(fraction, message)`` is called after every epoch, and once when a cached
+        model is loaded. Sets ``model_``, ``scaler_``, ``threshold_``, ``history_``,
+        ``epochs_trained_`` and ``fitted_from_cache_``.
+        """
+        self._check_frame(frame)
+        _check_params(self)
+        needed = self.min_candles()
+        if len(frame) < needed:
+            raise ValueError(f"The LSTM autoencoder with window={self.window} needs at least "
+                             f"{needed} candles to train; got {len(frame)}. Load a longer "
+                             "range or lower window.")
+        entry = self._cache_dir(frame) if self.cache else None
+        if entry is not None and entry.is_dir():
+            try:
+                self._restore(entry, expect_params=True)
+            except Exception:  # a corrupt or foreign entry: drop it and train afresh
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                self.fitted_from_cache_ = True
+                if progress is not None:
+                    progress(1.0, "Loaded the trained model from the cache")
+                return self
+        self._train(frame, progress)
+        self.fitted_from_cache_ = False
+        if entry is not None:
+            self._write_entry(entry)
+        return self
+
+    def _train(self, frame: pd.DataFrame, progress: Progress | None) -> None:
+        keras = _import_keras()
+        if self.random_state is not None:
+            keras.utils.set_random_seed(int(self.random_state))
+        features = tuple(self.features)
+        raw = _feature_matrix(frame, features)
+        finite = np.isfinite(raw).all(axis=1)
+        scaler = StandardScaler().fit(raw[finite])
+        windows, _ = self._windows(self._scale(raw, scaler))
+        if len(windows) < self._min_windows():
+            raise ValueError(f"Only {len(windows)} complete windows in these candles (missing "
+                             f"values break windows); need {self._min_windows()}. Load a "
+                             "longer range or lower window.")
+        samples = np.ascontiguousarray(windows)
+        # The latest windows validate; the split is in time, shuffling happens only within
+        # the training part.
+        n_train = len(samples) - int(round(len(samples) * self.validation_split))
+        train, val = samples[:n_train], samples[n_train:]
+        n_val = len(val)
+
+        model = self._build_model(keras, len(features))
+        callbacks = [keras.callbacks.EarlyStopping(
+            monitor="val_loss" if n_val else "loss", patience=self.patience,
+            restore_best_weights=True)]
+        if progress is not None:
+            callbacks.append(_progress_callback(keras, progress, self.epochs))
+        history = model.fit(train, train, validation_data=(val, val) if n_val else None,
+                            epochs=self.epochs, batch_size=self.batch_size, shuffle=True,
+                            callbacks=callbacks, verbose=0)
+        errors = self._errors(model, samples)
+        self.model_ = model
+        self.scaler_ = scaler
+        self.threshold_ = max(float(np.percentile(errors, self.threshold_percentile)),
+                              float(np.finfo("float32").eps))
+        self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        self.epochs_trained_ = len(self.history_.get("loss", []))
+
+    def _build_model(self, keras, n_features: int):
+        """Input(window, n) -> LSTM -> RepeatVector -> LSTM(sequences) -> per-step Dense(n)."""
+        layers = keras.layers
+        inputs = keras.Input(shape=(self.window, n_features))
+        code = layers.LSTM(self.units)(inputs)
+        repeated = layers.RepeatVector(self.window)(code)
+        decoded = layers.LSTM(self.units, return_sequences=True)(repeated)
+        outputs = layers.TimeDistributed(layers.Dense(n_features))(decoded)
+        model = keras.Model(inputs, outputs, name="lstm_autoencoder")
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
+                      loss="mse", jit_compile=False)
+        return model
+
+    # ---------------------------------------------------------------- score
+    def _score(self, frame: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        scores = np.full(len(frame), np.nan)
+        raw = _feature_matrix(frame, tuple(self.features))
+        windows, ends = self._windows(self._scale(raw, self.scaler_))
+        if len(windows):
+            scores[ends] = self._errors(self.model_, windows)
+        return scores
+
+    def _scale(self, raw: np.ndarray, scaler: StandardScaler) -> np.ndarray:
+        """Standardise with the fitted scaler, clip to +-CLIP, float32; NaN rows stay NaN."""
+        return np.clip(scaler.transform(raw), -CLIP, CLIP).astype("float32")
+
+    def _windows(self, scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Complete windows (a view, shape (k, window, n_features)) and their end positions."""
+        if len(scaled) < self.window:
+            return np.empty((0, self.window, scaled.shape[1]), "float32"), np.empty(0, int)
+        windows = sliding_window_view(scaled, self.window, axis=0).transpose(0, 2, 1)
+        bad = (~np.isfinite(scaled).all(axis=1)).astype(int)
+        bad_in_window = sliding_window_view(bad, self.window).sum(axis=1)
+        complete = np.flatnonzero(bad_in_window == 0)
+        return windows[complete], complete + self.window - 1
+
+    @staticmethod
+    def _errors(model, windows: np.ndarray) -> np.ndarray:
+        """Mean squared reconstruction error of each window, predicted in large batches."""
+        errors = np.empty(len(windows))
+        for start in range(0, len(windows), SCORE_BATCH):
+            batch = np.ascontiguousarray(windows[start:start + SCORE_BATCH])
+            rebuilt = np.asarray(model.predict_on_batch(batch))
+            errors[start:start + len(batch)] = np.mean((rebuilt - batch) ** 2, axis=(1, 2))
+        return errors
+
+    # ---------------------------------------------------- save, load, cache
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the fitted detector to folder ``path`` (model.keras + detector.json)."""
+        check_is_fitted(self, "model_")
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model_.save(folder / MODEL_FILE)
+        params = self.get_params()
+        params["features"] = list(params["features"])
+        state = {"format": FORMAT_VERSION, "params": params,
+                 "scaler_mean": self.scaler_.mean_.tolist(),
+                 "scaler_scale": self.scaler_.scale_.tolist(),
+                 "threshold": self.threshold_, "history": self.history_,
+                 "epochs_trained": self.epochs_trained_}
+        (folder / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LstmAutoencoderDetector":
+        """A fitted detector read from a folder written by ``save``; it scores identically."""
+        state = json.loads((Path(path) / STATE_FILE).read_text(encoding="utf-8"))
+        params = dict(state["params"])
+        params["features"] = tuple(params["features"])
+        det = cls(**params)
+        det._restore(Path(path), expect_params=False)
+        det.fitted_from_cache_ = False
+        return det
+
+    def _restore(self, folder: Path, expect_params: bool) -> None:
+        """Set the fitted state from ``folder``; raises if it is unreadable or does not match."""
+        state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+        if state.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{folder} holds format {state.get('format')!r}, "
+                             f"not {FORMAT_VERSION}; fit again.")
+        saved = dict(state["params"], cache=self.cache)
+        mine = dict(self.get_params(), features=list(self.features))
+        if expect_params and saved != mine:
+            raise ValueError(f"{folder} was trained with other parameters.")
+        scaler = StandardScaler()
+        scaler.mean_ = np.asarray(state["scaler_mean"], dtype="float64")
+        scaler.scale_ = np.asarray(state["scaler_scale"], dtype="float64")
+        scaler.var_ = scaler.scale_ ** 2
+        scaler.n_features_in_ = len(scaler.mean_)
+        if scaler.n_features_in_ != len(self.features):
+            raise ValueError(f"{folder} has a scaler for other features; fit again.")
+        threshold = float(state["threshold"])
+        keras = _import_keras()
+        model = keras.saving.load_model(folder / MODEL_FILE, compile=False)
+        if tuple(model.input_shape[1:]) != (self.window, len(self.features)):
+            raise ValueError(f"{folder} holds a model for other windows; fit again.")
+        self.model_ = model
+        self.scaler_ = scaler
+        self.threshold_ = threshold
+        self.history_ = state.get("history", {})
+        self.epochs_trained_ = int(state.get("epochs_trained", 0))
+
+    def cache_key(self, frame: pd.DataFrame) -> str:
+        """sha256 of symbol, interval, parameters (not ``cache``), span and data fingerprint."""
+        params = self.get_params()
+        params.pop("cache")
+        params["features"] = list(params["features"])
+        payload = {"format": FORMAT_VERSION, "symbol": str(frame.attrs.get("symbol", "")),
+                   "interval": str(frame.attrs.get("interval", "")), "params": params,
+                   "start": frame.index[0].isoformat(), "end": frame.index[-1].isoformat(),
+                   "rows": len(frame), "data": _fingerprint(frame)}
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def _cache_dir(self, frame: pd.DataFrame) -> Path:
+        from store import data_dir
+        return data_dir() / "models" / self.cache_key(frame)
+
+    def _write_entry(self, entry: Path) -> None:
+        """Save into a temporary folder beside ``entry`` and rename it into place atomically."""
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
+        try:
+            self.save(tmp)
+            os.replace(tmp, entry)
+        except OSError:  # another process wrote the same entry first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _progress_callback(keras, progress: Progress, epochs: int):
+    """A Keras callback that reports ``(epoch / epochs, "Epoch e/E, loss ...")`` per epoch."""
+
+    class _EpochProgress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            message = f"Epoch {epoch + 1}/{epochs}, loss {logs.get('loss', float('nan')):.4g}"
+            if "val_loss" in logs:
+                message += f", validation loss {logs['val_loss']:.4g}"
+            progress((epoch + 1) / epochs, message)
+
+    return _EpochProgress()

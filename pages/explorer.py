@@ -1,0 +1,80 @@
+"""Explorer: candles, detectors, events, explanations and export for one symbol."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+import detectors
+from components import controls, services, state, tables
+from components.charts import build_anomaly_figure
+from components.live import render_live_monitor
+from components.views import load_or_stop, score_all, show_data_notes
+from data import DataError
+
+st.title("Explorer")
+choice = controls.render_data_controls()
+chosen, ensemble, news_on, explain_on = controls.render_detector_controls()
+candles = load_or_stop(choice)
+show_data_notes(candles)
+
+scores, thresholds, units = score_all(choice, candles, chosen)
+events = detectors.to_events(candles, scores, thresholds, mode=ensemble.mode, k=ensemble.k,
+                             symbol=candles.attrs.get("symbol")) if scores else None
+headlines = None
+if events is not None:
+    try:
+        headlines = services.cached_headlines(choice)
+    except DataError as exc:
+        st.warning(f"Headlines unavailable: {exc}")
+    if news_on and headlines is not None and len(headlines):
+        from detectors.news_context import add_news_context
+        events = add_news_context(events, headlines)
+    if explain_on and len(events):
+        events = services.explain(events, candles, headlines)
+    events = services.with_case_status(events)
+
+labels = services.demo_labels(choice) if choice.source == "demo" else None
+selected_ids: set[str] = set()
+focus_event = None
+table_events = events
+if events is not None:
+    picks = st.session_state.get(state.CHART, {}) or {}
+    points = (picks.get("selection") or {}).get("points", []) if isinstance(picks, dict) else []
+    selected_ids = {p["customdata"][0] for p in points if p.get("customdata")}
+    if selected_ids:
+        table_events = events[events["event_id"].isin(selected_ids)]
+
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Candles", f"{len(candles):,}")
+c2.metric("Events", 0 if events is None else len(events))
+c3.metric("Highest severity", "–" if events is None or not len(events) else f"{events['severity'].max():.2f}")
+c4.metric("Top kind", "–" if events is None or not len(events) else events["kind"].mode().iat[0].replace("_", " "))
+
+chart_slot = st.empty()
+if events is None:
+    st.info("Select at least one detector in the sidebar to flag anomalies.")
+    fig = build_anomaly_figure(candles, {}, {}, pd.DataFrame(columns=["start", "end"]), labels=labels,
+                               revision=choice.key)
+    chart_slot.plotly_chart(fig, key=state.CHART, on_select="ignore")
+    st.stop()
+
+st.subheader("Events")
+if selected_ids:
+    st.caption(f"Showing the {len(table_events)} event(s) selected on the chart. Clear the chart "
+               "selection (double-click) to see all.")
+selected = tables.render_events_table(table_events)
+focus = None
+if selected is not None:
+    pad = (selected["end"] - selected["start"]) * 3 + pd.Timedelta(services.bar_length(candles) * 24)
+    focus = (selected["start"] - pad, selected["end"] + pad)
+fig = build_anomaly_figure(candles, scores, thresholds, events, labels=labels, units=units, focus=focus,
+                           revision=choice.key + ("" if selected is None else selected["event_id"]))
+chart_slot.plotly_chart(fig, key=state.CHART, on_select="rerun", selection_mode=("points", "box"))
+if selected is not None:
+    with st.container(border=True):
+        tables.render_event_panel(selected)
+        tables.render_case_actions(selected)
+else:
+    st.caption("Select a row to zoom the chart to the event and see its evidence and explanation.")
+tables.render_exports(events, fig, f"{candles.attrs.get('symbol', 'events')}-{choice.interval}")
+render_live_monitor(choice, candles, chosen, thresholds)

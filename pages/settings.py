@@ -1,0 +1,51 @@
+"""Settings: who the analyst is, which explainer and embedder are active, connection test."""
+import streamlit as st
+
+from components import services, state
+
+st.title("Settings")
+
+st.subheader("Analyst")
+user = getattr(st, "user", None)
+if user is not None and user.get("is_logged_in"):
+    st.write(f"Signed in as **{services.analyst_name()}** (recorded in the case log's audit trail).")
+else:
+    state.remember(state.ANALYST, "analyst")
+    st.text_input("Your name (recorded in the case log's audit trail)", key=state.ANALYST, max_chars=80)
+    state.keep(state.ANALYST)
+
+st.subheader("Explanations")
+config = services.explainer_config()
+if config.enabled:
+    st.write(f"Active explainer: **LLM** `{config.model}` at `{config.base_url or 'api.openai.com'}` "
+             f"(timeout {config.timeout:g} s). Events the model cannot explain fall back to the built-in "
+             "explainer, with the reason.")
+    if st.button("Test connection", icon=":material/network_check:"):
+        from explain import test_connection
+        with st.spinner("Sending one small request…"):
+            ok, message = test_connection(config)
+        (st.success if ok else st.error)(message)
+else:
+    st.write("Active explainer: **built-in** (rule-based, from the evidence; no network).")
+st.caption("Configure a model with the environment variables OPENAI_API_KEY, OPENAI_BASE_URL (for Ollama, "
+           "vLLM or LM Studio) and OPENAI_MODEL, or the same keys in .streamlit/secrets.toml. The key is never "
+           "shown, logged or exported.")
+state.remember(state.JUDGE_WEIGHT, 0.4)
+st.slider("Weight of the model's risk score in the combined risk", 0.0, 1.0, key=state.JUDGE_WEIGHT, step=0.05,
+          help="combined risk = w × model risk + (1 − w) × statistical severity (default 0.4).")
+state.keep(state.JUDGE_WEIGHT)
+
+st.subheader("Headline embeddings")
+from detectors.embedders import available_embedders  # noqa: E402
+
+names = available_embedders()
+state.remember(state.EMBEDDER, names[0])
+st.radio("Embedder for the text detector", names, key=state.EMBEDDER, horizontal=True,
+         help="tfidf is built in and offline; sentence-transformers needs the optional text extra; "
+              "openai uses the configured server.")
+state.keep(state.EMBEDDER)
+
+st.subheader("Storage")
+from store import data_dir  # noqa: E402
+
+st.write(f"Local data folder: `{data_dir()}` (candle cache, models, explanations, case log).")

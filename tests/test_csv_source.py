@@ -1,0 +1,393 @@
+"""CSV candle source: golden bad/fixed pairs, inline formats, helpful DataErrors, fuzzing."""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import data.csv as csv_source
+from data import COLUMNS, DataError, load_candles
+from data.csv import detect_interval, read_candles_csv
+
+FIXTURES = Path(__file__).parent / "fixtures" / "csv"
+HEADER = "Date,Open,High,Low,Close,Volume\n"
+
+
+def read_fixed(name: str) -> pd.DataFrame:
+    """The expected canonical frame, read with plain pandas (not the code under test)."""
+    frame = pd.read_csv(FIXTURES / f"{name}-fixed.csv", index_col="timestamp")
+    frame.index = pd.to_datetime(frame.index, utc=True).as_unit("ns")
+    return frame.astype("float64")
+
+
+def assert_canonical(frame: pd.DataFrame) -> None:
+    """The candle contract every source must meet (the ccxt-style shared check)."""
+    assert isinstance(frame.index, pd.DatetimeIndex)
+    assert str(frame.index.tz) == "UTC" and frame.index.name == "timestamp"
+    assert frame.index.is_monotonic_increasing and frame.index.is_unique
+    assert list(frame.columns) == COLUMNS
+    assert all(frame[c].dtype == "float64" for c in COLUMNS)
+    assert np.isfinite(frame.to_numpy()).all()
+    assert (frame[["open", "high", "low", "close"]] > 0).all().all()
+    assert (frame["volume"] >= 0).all()
+    assert (frame["high"] >= frame[["open", "close"]].max(axis=1)).all()
+    assert (frame["low"] <= frame[["open", "close"]].min(axis=1)).all()
+    assert frame.attrs["source"] == "csv" and frame.attrs["symbol"]
+
+
+def csv_bytes(rows: list[str], header: str = HEADER) -> bytes:
+    return (header + "\n".join(rows) + "\n").encode()
+
+
+def hourly_rows(n: int, start: int = 1704067200) -> list[str]:
+    """``n`` valid hourly rows with epoch-second times and gently rising prices."""
+    return [f"{start + 3600 * i},{100 + i},{101 + i},{99 + i},{100.5 + i},{10 + i}" for i in range(n)]
+
+
+# --- golden pairs ---------------------------------------------------------------------------
+
+# name, load options, interval, expected symbol, a sentence expected among the repairs
+GOLDEN = [
+    ("yahoo-daily", {}, "1d", "yahoo-daily-bad", "Dropped 1 row(s) with a missing"),
+    ("yahoo-adjusted", {"adjusted": True}, "1d", "yahoo-adjusted-bad", "Adj Close / Close"),
+    ("bybit-export", {}, "1h", "bybit-export-bad", "duplicate timestamp"),
+    ("semicolon-decimal-comma", {}, "1h", "semicolon-decimal-comma-bad", "read them as UTC"),
+    ("headerless-bybit", {}, "1h", "headerless-bybit-bad", "not in time order"),
+    ("cryptodatadownload", {}, "1h", "BTC/USDT", "not in time order"),
+    ("iso-offsets", {}, "1h", "iso-offsets-bad", "Widened high/low on 1 candle"),
+    ("epoch-seconds-tab", {}, "1h", "epoch-seconds-tab-bad", None),
+    ("binance-headerless", {}, "1h", "binance-headerless-bad", None),
+    ("metatrader-date-time", {}, "1h", "metatrader-date-time-bad", "read them as UTC"),
+    ("dayfirst-semicolon", {}, "1d", "dayfirst-semicolon-bad", None),
+]
+
+
+@pytest.mark.parametrize("name, options, interval, symbol, repair", GOLDEN, ids=[g[0] for g in GOLDEN])
+def test_golden_pair_through_load_candles_path(name, options, interval, symbol, repair):
+    candles = load_candles("csv", "", interval=interval, path=FIXTURES / f"{name}-bad.csv", **options)
+    pd.testing.assert_frame_equal(candles, read_fixed(name), check_freq=False, rtol=1e-9)
+    assert_canonical(candles)
+    assert candles.attrs["symbol"] == symbol
+    assert candles.attrs["interval"] == interval
+    assert "notice" not in candles.attrs   # the file's spacing matches the chosen interval
+    if repair:
+        assert any(repair in line for line in candles.attrs["repairs"]), candles.attrs["repairs"]
+    else:
+        assert candles.attrs["repairs"] == []
+
+
+@pytest.mark.parametrize("name, options, interval, symbol, repair", GOLDEN, ids=[g[0] for g in GOLDEN])
+def test_golden_pair_through_load_candles_file(name, options, interval, symbol, repair):
+    upload = io.BytesIO((FIXTURES / f"{name}-bad.csv").read_bytes())
+    candles = load_candles("csv", "", interval=interval, file=upload, **options)
+    pd.testing.assert_frame_equal(candles, read_fixed(name), check_freq=False, rtol=1e-9)
+    assert candles.attrs["symbol"] == ("BTC/USDT" if name == "cryptodatadownload" else "CSV")
+
+
+def test_read_candles_csv_detects_interval():
+    daily = read_candles_csv(FIXTURES / "yahoo-daily-bad.csv")
+    assert daily.attrs["interval"] == daily.attrs["detected_interval"] == "1d"
+    chosen = read_candles_csv(FIXTURES / "yahoo-daily-bad.csv", interval="1h")
+    assert chosen.attrs["interval"] == "1h" and chosen.attrs["detected_interval"] == "1d"
+    assert "1d apart, not 1h" in chosen.attrs["notice"]
+
+
+def test_load_candles_keeps_interval_notice():
+    candles = load_candles("csv", "", interval="1h", path=FIXTURES / "yahoo-daily-bad.csv")
+    assert candles.attrs["interval"] == "1h"
+    assert "1d apart" in candles.attrs["notice"]
+
+
+@pytest.mark.parametrize("spacing, expected", [
+    ("1min", "1m"), ("5min", "5m"), ("15min", "15m"), ("30min", "30m"), ("1h", "1h"),
+    ("4h", "4h"), ("1D", "1d"), ("7D", "1wk"), ("2h", ""), ("3D", ""),
+])
+def test_detect_interval(spacing, expected):
+    index = pd.date_range("2024-01-01", periods=10, freq=spacing, tz="UTC")
+    assert detect_interval(index) == expected
+
+
+def test_detect_interval_monthly_and_weekday_bars():
+    assert detect_interval(pd.date_range("2020-01-01", periods=24, freq="MS", tz="UTC")) == "1mo"
+    assert detect_interval(pd.bdate_range("2024-01-01", periods=40, tz="UTC")) == "1d"
+    assert detect_interval(pd.DatetimeIndex([pd.Timestamp("2024-01-01", tz="UTC")])) == ""
+
+
+# --- formats, inline ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scale", [1, 1000, 1_000_000, 1_000_000_000], ids=["s", "ms", "us", "ns"])
+def test_epoch_unit_told_by_magnitude(scale):
+    rows = [f"{(1704067200 + 3600 * i) * scale},1,2,0.5,1.5,10" for i in range(3)]
+    candles = read_candles_csv(csv_bytes(rows, "time,open,high,low,close,volume\n"))
+    expected = pd.date_range("2024-01-01", periods=3, freq="1h", tz="UTC", name="timestamp")
+    pd.testing.assert_index_equal(candles.index, expected.as_unit("ns"), check_exact=True)
+
+
+@pytest.mark.parametrize("header", [
+    "time,open,high,low,close,volume", "Timestamp,Open,High,Low,Close,Volume",
+    "DATETIME,O,H,L,C,V", " open_time , o , h , l , c , vol ", "startTime,o,h,l,c,Volume BTC",
+    "Date,Open*,High,Low,Close*,Volume,Adj Close**", "date,open,high,low,close,volume,extra",
+])
+def test_column_aliases(header):
+    width = len(header.split(","))
+    rows = [",".join([str(1704067200 + 3600 * i), "1", "2", "0.5", "1.5", "10"] + ["7"] * (width - 6))
+            for i in range(3)]
+    candles = read_candles_csv(csv_bytes(rows, header + "\n"))
+    assert candles["close"].tolist() == [1.5] * 3 and candles["volume"].tolist() == [10.0] * 3
+
+
+def test_first_volume_column_is_the_base_coin():
+    text = "Unix,Symbol,Open,High,Low,Close,Volume ETH,Volume USDT\n1704067200,ETH/USDT,1,2,0.5,1.5,3,4.5\n"
+    assert read_candles_csv(text.encode())["volume"].iloc[0] == 3.0
+
+
+def test_naive_times_are_utc_and_offsets_convert():
+    naive = read_candles_csv(csv_bytes(["2024-01-02 10:00,1,2,0.5,1.5,10"]))
+    aware = read_candles_csv(csv_bytes(["2024-01-02T12:00:00+02:00,1,2,0.5,1.5,10"]))
+    assert naive.index[0] == aware.index[0] == pd.Timestamp("2024-01-02 10:00", tz="UTC")
+    assert any("no time zone" in r for r in naive.attrs["repairs"])
+    assert not any("no time zone" in r for r in aware.attrs["repairs"])
+
+
+def test_ambiguous_dates_read_as_the_shorter_span_and_say_so():
+    rows = [f"0{d}/02/2024;1;2;0,5;1,5;10" for d in (1, 2, 5, 6)]
+    candles = read_candles_csv(csv_bytes(rows, "Date;Open;High;Low;Close;Volume\n"))
+    assert candles.index[0] == pd.Timestamp("2024-02-01", tz="UTC")
+    assert candles.index[-1] == pd.Timestamp("2024-02-06", tz="UTC")
+    assert any("day-first" in r for r in candles.attrs["repairs"])
+
+
+def test_yyyymmdd_integer_dates():
+    candles = read_candles_csv(csv_bytes(["20240102,1,2,0.5,1.5,10", "20240103,1,2,0.5,1.5,10"]))
+    assert candles.index[1] == pd.Timestamp("2024-01-03", tz="UTC")
+
+
+def test_adjusted_without_adj_close_says_so():
+    candles = read_candles_csv(csv_bytes(["2024-01-02,1,2,0.5,1.5,10"]), adjusted=True)
+    assert candles["close"].iloc[0] == 1.5
+    assert any("not adjusted" in r for r in candles.attrs["repairs"])
+
+
+def test_encodings_and_line_endings():
+    rows = ["2024-01-02,1,2,0.5,1.5,10", "2024-01-03,1,2,0.5,1.5,10"]
+    text = HEADER + "\n".join(rows) + "\n"
+    expected = read_candles_csv(text.encode())
+    variants = {
+        "utf-8 BOM": b"\xef\xbb\xbf" + text.encode(),
+        "utf-16": text.encode("utf-16"),
+        "cp1252": ("Caf\xe9 export\n" + text).encode("cp1252"),
+        "CR only": text.replace("\n", "\r").encode(),
+        "CRLF + blank tail": text.replace("\n", "\r\n").encode() + b"\r\n\r\n  \n",
+        "excel empty rows": text.encode() + b",,,,,\n,,,,,\n",
+    }
+    for label, content in variants.items():
+        got = read_candles_csv(content)
+        pd.testing.assert_frame_equal(got, expected, obj=label)
+
+
+def test_text_file_like_and_open_binary_file(tmp_path):
+    text = csv_bytes(["2024-01-02,1,2,0.5,1.5,10"]).decode()
+    assert len(read_candles_csv(io.StringIO(text))) == 1
+    path = tmp_path / "AAPL.csv"
+    path.write_text(text)
+    with open(path, "rb") as handle:
+        candles = read_candles_csv(handle)
+    assert candles.attrs["symbol"] == "AAPL"
+
+
+class FakeUploadedFile(io.BytesIO):
+    """Shaped like Streamlit's UploadedFile: a BytesIO with a ``name``."""
+
+    def __init__(self, content: bytes, name: str):
+        super().__init__(content)
+        self.name = name
+
+
+def test_uploaded_file_read_before_is_read_from_the_start():
+    upload = FakeUploadedFile(csv_bytes(["2024-01-02,1,2,0.5,1.5,10"]), "MSFT daily.csv")
+    upload.read()   # an earlier rerun consumed it
+    candles = load_candles("csv", "", interval="1d", file=upload)
+    assert len(candles) == 1 and candles.attrs["symbol"] == "MSFT daily"
+
+
+def test_symbol_precedence(tmp_path):
+    body = "Symbol,Date,Open,High,Low,Close,Volume\nBTCUSDT,2024-01-02,1,2,0.5,1.5,10\n"
+    path = tmp_path / "export.csv"
+    path.write_text(body)
+    assert read_candles_csv(path, symbol="My label").attrs["symbol"] == "My label"
+    assert read_candles_csv(path).attrs["symbol"] == "BTCUSDT"
+    path.write_text(HEADER + "2024-01-02,1,2,0.5,1.5,10\n")
+    assert read_candles_csv(path).attrs["symbol"] == "export"
+    assert read_candles_csv(path.read_bytes()).attrs["symbol"] == "CSV"
+
+
+def test_several_symbols_need_a_choice():
+    body = ("ticker,time,open,high,low,close,volume\n"
+            "AAA,1704067200,1,2,0.5,1.5,10\nBBB,1704067200,5,6,4,5.5,20\n"
+            "AAA,1704070800,1,2,0.5,1.5,10\nBBB,1704070800,5,6,4,5.5,20\n").encode()
+    with pytest.raises(DataError, match=r"2 symbols \(AAA, BBB\); enter one"):
+        read_candles_csv(body)
+    picked = load_candles("csv", "bbb", file=body)
+    assert picked["close"].tolist() == [5.5, 5.5] and picked.attrs["symbol"] == "bbb"
+    with pytest.raises(DataError, match=r"no rows for 'CCC'; it holds AAA, BBB"):
+        load_candles("csv", "CCC", file=body)
+
+
+def test_start_end_filter_is_half_open():
+    body = csv_bytes(hourly_rows(6), "time,open,high,low,close,volume\n")
+    candles = load_candles("csv", "", "2024-01-01 01:00", "2024-01-01 03:00", file=body)
+    assert list(candles.index.hour) == [1, 2]
+
+
+def test_range_outside_the_file_names_its_span():
+    body = csv_bytes(hourly_rows(6), "time,open,high,low,close,volume\n")
+    with pytest.raises(DataError, match=r"covers 2024-01-01 00:00 to 2024-01-01 05:00 UTC; pick a range"):
+        load_candles("csv", "", "2023-01-01", "2023-02-01", file=body)
+
+
+def test_few_junk_rows_are_dropped_and_reported():
+    rows = hourly_rows(150)
+    rows[40] = "not-a-time,1,2,0.5,1.5,10"
+    candles = read_candles_csv(csv_bytes(rows, "time,open,high,low,close,volume\n"))
+    assert len(candles) == 149
+    assert any("Dropped 1 unreadable row(s) of 150" in r and "line 42" in r
+               for r in candles.attrs["repairs"])
+
+
+def test_missing_values_are_dropped_by_the_validator():
+    candles = read_candles_csv(csv_bytes(["2024-01-02,1,2,0.5,1.5,10", "2024-01-03,,,,,",
+                                          "2024-01-04,n/a,2,0.5,1.5,10"]))
+    assert len(candles) == 1
+    assert any("Dropped 2 row(s) with a missing" in r for r in candles.attrs["repairs"])
+
+
+def test_progress_is_reported():
+    calls = []
+    load_candles("csv", "", file=csv_bytes(["2024-01-02,1,2,0.5,1.5,10"]),
+                 progress=lambda f, msg: calls.append((f, msg)))
+    assert calls[0][0] == 0.0 and calls[-1] == (1.0, "Read 1 rows")
+
+
+# --- problems an analyst must fix -----------------------------------------------------------
+
+@pytest.mark.parametrize("content, message", [
+    (b"Date,Open,High,Low,Close\n2024-01-02,1,2,0.5,1.5\n",
+     r"lacks the volume column\(s\); found 'Date', 'Open', 'High', 'Low', 'Close'"),
+    (b"When,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,10\n",
+     r"lacks the time column\(s\); found 'When'"),
+    (csv_bytes(["2024-01-02,1,2,0.5,1.5,10", "yesterday,1,2,0.5,1.5,10"]),
+     r"1 of 2 rows cannot be read: cannot read the time 'yesterday' on line 3 \(column 'Date'\)"),
+    (csv_bytes(["2024-01-02,1,2,0.5,1.5,10", ",1,2,0.5,1.5,10"]), r"the time is empty on line 3"),
+    (csv_bytes(["2024-01-02,$1.00,2,0.5,1.5,10"]),
+     r"'\$1.00' in column 'Open' on line 2 is not a number\. Write plain numbers"),
+    (csv_bytes(["2024-01-02,1,2,0.5,1.5,True"]), r"'True' in column 'Volume' on line 2"),
+    (HEADER.encode(), r"no data rows"),
+    (HEADER.encode() + b"\n\n", r"no data rows"),
+    (b"", r"The file is empty"),
+    (b" \n\r\n", r"The file is empty"),
+    (b"\x00\x01\x02\x03binary", r"binary, not CSV text"),
+    (bytes(range(1, 32)) * 20, r"does not look like CSV text"),
+    (b"%PDF-1.7 whatever", r"This is a PDF document, not a CSV"),
+    (b"just one line of prose\n", r"No table found: the first line is 'just one line of prose'"),
+    (b"2024-01-02,1,2,0.5,1.5,10\n", r"no header row \(line 1 is '2024-01-02,1,2,0.5,1.5,10'\)"),
+    (b"1704067200,1,2,0.5,1.5\n", r"no header row and 5 columns"),
+    (b"1704067200,1,0.5,2,1.5,10\n1704070800,1,0.5,2,1.5,10\n", r"do not read as time, open, high"),
+    (b'Date,Open,High,Low,Close,Volume\n2024-01-02,"1,2,0.5,1.5,10\n', r"unclosed quote"),
+    (csv_bytes(["2024-01-02,1,2,0.5,1.5,10,99"]), r"Line 2 has 7 fields but the header names 6"),
+    (csv_bytes(["2024-01-02,1,2,0.5,1.5,10", "2024-01-03,1,2,0.5,1.5,10,99"]),
+     r"line 3 has more fields than the header"),
+    (csv_bytes(["2024-01-02,1,2,0.5,1.5,"] * 2), r"Column 'Volume' has no values"),
+    (b"time,open,high,low,close,volume\n5,1,2,0.5,1.5,10\n", r"cannot read the time '5'"),
+])
+def test_data_errors_say_what_to_fix(content, message):
+    with pytest.raises(DataError, match=message):
+        read_candles_csv(content)
+
+
+def test_junk_above_one_percent_is_an_error():
+    rows = hourly_rows(100)
+    rows[10] = f"{1704067200 + 36000},110,111,109,1O,20"
+    with pytest.raises(DataError, match=r"1 of 100 rows cannot be read: '1O' in column 'close' on line 12"):
+        read_candles_csv(csv_bytes(rows, "time,open,high,low,close,volume\n"))
+
+
+def test_file_too_large(monkeypatch, tmp_path):
+    monkeypatch.setattr(csv_source, "MAX_BYTES", 100)
+    content = csv_bytes(hourly_rows(5), "time,open,high,low,close,volume\n")
+    path = tmp_path / "big.csv"
+    path.write_bytes(content)
+    for source in (content, io.BytesIO(content), path):
+        with pytest.raises(DataError, match=r"the limit is 0 MB\. Export a shorter range"):
+            read_candles_csv(source)
+
+
+def test_zip_is_named():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("candles.csv", HEADER)
+    with pytest.raises(DataError, match=r"zip archive .* not a CSV"):
+        read_candles_csv(buffer.getvalue())
+
+
+def test_missing_sources(tmp_path):
+    with pytest.raises(DataError, match=r"Choose a CSV file: pass path= or file="):
+        load_candles("csv", "")
+    with pytest.raises(DataError, match=r"No file at .*nope\.csv'?: check the path"):
+        load_candles("csv", "", path=tmp_path / "nope.csv")
+    with pytest.raises(DataError, match=r"is a folder"):
+        read_candles_csv(tmp_path)
+    with pytest.raises(DataError, match=r"Cannot read a CSV from a int"):
+        read_candles_csv(42)
+
+
+# --- fuzzing: malformed input only ever raises DataError --------------------------------------
+
+VALID = [(FIXTURES / f"{g[0]}-bad.csv").read_bytes() for g in GOLDEN]
+
+
+@st.composite
+def mutated_valid_file(draw) -> bytes:
+    content = bytearray(draw(st.sampled_from(VALID)))
+    for _ in range(draw(st.integers(1, 4))):
+        pos = draw(st.integers(0, len(content)))
+        action = draw(st.sampled_from(["delete", "insert", "replace", "truncate", "duplicate"]))
+        chunk = draw(st.binary(min_size=1, max_size=8) | st.sampled_from(
+            [b",", b";", b"\n", b'"', b"null", b"-1", b"1e400", b"\x00", b"9" * 25, b"\xff"]))
+        if action == "delete":
+            del content[pos:pos + len(chunk)]
+        elif action == "insert":
+            content[pos:pos] = chunk
+        elif action == "replace":
+            content[pos:pos + len(chunk)] = chunk
+        elif action == "truncate":
+            del content[pos:]
+        else:
+            content += content[pos:]
+    return bytes(content)
+
+
+CSV_ALPHABET = "0123456789,;.-+:eETZ \t\n\r\"/abcnulOHLCVDdate"
+malformed = st.one_of(
+    st.binary(max_size=300),
+    st.text(CSV_ALPHABET, max_size=300).map(str.encode),
+    st.text(CSV_ALPHABET, max_size=300).map(lambda t: (HEADER + t).encode()),
+    mutated_valid_file(),
+)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(malformed)
+def test_malformed_csv_only_raises_data_error(content):
+    try:
+        candles = read_candles_csv(content)
+    except DataError as exc:
+        assert str(exc)
+        return
+    assert_canonical(candles)
