@@ -51,11 +51,16 @@ def secrets() -> dict:
         return {}
 
 
-@st.cache_resource(show_spinner=False)
 def case_log():
-    """The shared case log (SQLite by default, a database URL from secrets for a team)."""
+    """The shared case log (SQLite in the data folder, or ``cases_db_url`` from secrets for a team)."""
+    from store import data_dir
+    return _case_log(secrets().get("cases_db_url") or None, str(data_dir()))
+
+
+@st.cache_resource(show_spinner=False)
+def _case_log(url: str | None, folder: str):
     from store.cases import CaseLog
-    return CaseLog(secrets().get("cases_db_url"))
+    return CaseLog(url)
 
 
 @st.cache_data(show_spinner=False, max_entries=16, ttl=900)
@@ -77,8 +82,10 @@ def explain(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.DataFrame
             progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
     """Explanations for events. The SQLite cache in ``store`` makes repeats free."""
     from explain import explain_events
+    from components import state
+    weight = st.session_state.get("_kept_" + state.JUDGE_WEIGHT, 0.4)
     return explain_events(events, candles, headlines, config=explainer_config(), top_n=10,
-                          progress=progress)
+                          progress=progress, judge_weight=weight)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -112,3 +119,55 @@ def analyst_name() -> str:
     if user is not None and user.get("is_logged_in"):
         return str(user.get("email") or user.get("name") or "signed-in user")
     return st.session_state.get("_kept_" + state.ANALYST) or "analyst"
+
+
+@st.cache_data(show_spinner="Loading the option chain…", max_entries=16, ttl=900)
+def cached_option_chain(source: str, symbol: str) -> pd.DataFrame:
+    from data.options import load_option_chain
+    return load_option_chain(source, symbol)
+
+
+def options_flow(chain: pd.DataFrame):
+    from detectors.options_flow import analyze_options_flow
+    return analyze_options_flow(chain)
+
+
+def assess_options(result, symbol: str) -> str:
+    """The explainer's assessment of an options-flow result."""
+    from explain.options import assess_options_flow
+    return assess_options_flow(result, symbol)
+
+
+def read_labels(raw: bytes) -> pd.DataFrame:
+    """Labels uploaded as CSV with columns start, end, kind (times read as UTC)."""
+    import io
+
+    from data import DataError
+    try:
+        labels = pd.read_csv(io.BytesIO(raw))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"Cannot read the labels file: {exc}") from exc
+    labels.columns = [str(c).strip().lower() for c in labels.columns]
+    missing = {"start", "end", "kind"} - set(labels.columns)
+    if missing:
+        raise DataError(f"The labels file needs columns start, end, kind; missing {', '.join(sorted(missing))}.")
+    try:
+        labels["start"] = pd.to_datetime(labels["start"], utc=True)
+        labels["end"] = pd.to_datetime(labels["end"], utc=True)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"Cannot read a start/end time in the labels file: {exc}") from exc
+    labels["kind"] = labels["kind"].astype(str)
+    return labels[["start", "end", "kind"]]
+
+
+def uploaded_headlines(raw: bytes) -> pd.DataFrame:
+    from data.news import load_headlines
+    return load_headlines("csv", file=raw)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def headline_scores(key: str, _headlines: pd.DataFrame, embedder: str) -> tuple[pd.Series, float, str]:
+    """Text-embedding scores of the headlines, fitted on the same stream (leave-one-out)."""
+    import detectors
+    det = detectors.create("text_embedding", embedder=embedder).fit(_headlines)
+    return det.score(_headlines), float(det.threshold), det.unit

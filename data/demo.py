@@ -336,8 +336,9 @@ def _plan_events(spec: _SymbolSpec, grid: _Grid, path: _Path, rng: np.random.Gen
                  ) -> list[_Event]:
     """Place events in equal slots after the warm-up: one per slot, never overlapping.
 
-    A regime shift starts where the trailing GARCH variance is at most its long-run level,
-    so the shift is not hidden by a volatility burst that happens to be decaying.
+    A regime shift starts where the GARCH volatility is not falling (its mean over the next
+    200 bars is at least 0.8 times that over the last 200), so a decaying burst of ordinary
+    volatility does not hide the shift.
     """
     n = len(grid.index)
     warm = int(np.ceil(WARM_UP_FRACTION * n))
@@ -346,7 +347,7 @@ def _plan_events(spec: _SymbolSpec, grid: _Grid, path: _Path, rng: np.random.Gen
         return []
     bounds = warm + np.linspace(0, n - warm, count + 1).astype(int)
     margin = 25   # bars kept clear at both ends of a slot, so events stand apart
-    calm = pd.Series(path.garch ** 2).rolling(100, min_periods=1).mean().to_numpy() <= 1.0
+    level = pd.Series(path.garch).rolling(200, min_periods=1).mean().to_numpy()
     events = []
     for kind, lo, hi in zip(_kind_sequence(spec, count, rng), bounds[:-1], bounds[1:]):
         length = _MAX_LENGTH[kind]
@@ -356,8 +357,9 @@ def _plan_events(spec: _SymbolSpec, grid: _Grid, path: _Path, rng: np.random.Gen
             at_open = candidates[grid.session_open[candidates]]
             candidates = at_open if len(at_open) else candidates
         if kind == "regime_shift":
-            calm_here = candidates[calm[candidates]]
-            candidates = calm_here if len(calm_here) else candidates
+            after = level[np.minimum(candidates + 199, n - 1)]
+            steady = candidates[after >= 0.8 * level[candidates - 1]]
+            candidates = steady if len(steady) else candidates
         events.append(_Event(kind, int(rng.choice(candidates)), -1, {}))
     return events
 

@@ -15,7 +15,7 @@ from detectors.base import Detector
 from detectors.features import feature_series, log_returns, rolling_zscore
 
 #: Quantile of the training scores used as the default cut when contamination is "auto".
-DEFAULT_QUANTILE = 0.99
+DEFAULT_QUANTILE = 0.995
 #: Bars in the multi-bar return feature (a move built over a few bars, not one tick).
 SWING_BARS = 3
 

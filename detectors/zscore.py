@@ -68,7 +68,7 @@ class RollingZScoreDetector(Detector):
     unit = "|z|"
 
     def __init__(self, window=50, features=("returns", "volume"), robust=False,
-                 threshold=3.0, min_periods=None):
+                 threshold=5.5, min_periods=None):
         self.window = window
         self.features = features
         self.robust = robust

@@ -27,8 +27,8 @@ from explain.builtin import ACTIONS, CONFIDENCES, KINDS, normalise_headlines
 from explain.config import ExplainerConfig
 
 __all__ = ["PROMPT_VERSION", "SYSTEM_PROMPT", "RESPONSE_FORMAT", "LlmOutcome", "make_client",
-           "build_messages", "prompt_headlines", "parse_answer", "request_explanation", "describe_error",
-           "event_budget", "test_connection"]
+           "build_messages", "prompt_headlines", "parse_answer", "request_explanation",
+           "describe_error", "event_budget", "test_connection"]
 
 log = logging.getLogger(__name__)
 

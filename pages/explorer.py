@@ -64,11 +64,20 @@ if selected_ids:
                "selection (double-click) to see all.")
 selected = tables.render_events_table(table_events)
 focus = None
+focus_time = st.session_state.get(state.FOCUS_TIME)
+if focus_time is not None and selected is None:
+    around = services.bar_length(candles) * 48
+    focus = (focus_time - around, focus_time + around)
+    cols = st.columns([4, 1])
+    cols[0].caption(f"Zoomed to {focus_time:%Y-%m-%d %H:%M} UTC (opened from a headline).")
+    if cols[1].button("Show the whole range"):
+        st.session_state.pop(state.FOCUS_TIME)
+        st.rerun()
 if selected is not None:
     pad = (selected["end"] - selected["start"]) * 3 + pd.Timedelta(services.bar_length(candles) * 24)
     focus = (selected["start"] - pad, selected["end"] + pad)
 fig = build_anomaly_figure(candles, scores, thresholds, events, labels=labels, units=units, focus=focus,
-                           revision=choice.key + ("" if selected is None else selected["event_id"]))
+                           revision=choice.key + str(focus[0] if focus else ""))
 chart_slot.plotly_chart(fig, key=state.CHART, on_select="rerun", selection_mode=("points", "box"))
 if selected is not None:
     with st.container(border=True):

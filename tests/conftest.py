@@ -10,7 +10,7 @@ import pytest
 def _isolated_data_dir(tmp_path, monkeypatch):
     """Point the local data folder at a temporary one so tests never touch a user's data."""
     monkeypatch.setenv("SURVEILLANCE_DATA_DIR", str(tmp_path / "data"))
-    for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"):
+    for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "OPENAI_TIMEOUT"):
         monkeypatch.delenv(key, raising=False)
     yield
 

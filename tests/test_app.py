@@ -4,18 +4,20 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 pytestmark = pytest.mark.xdist_group("apptest")
+ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["pages/explorer.py", "pages/news.py", "pages/options_flow.py", "pages/cases.py",
          "pages/evaluation.py", "pages/scanner.py", "pages/settings.py"]
 
 
 def new_app(**kept) -> AppTest:
-    at = AppTest.from_file("app.py", default_timeout=180)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
     at.secrets["test"] = "1"   # set before the first run so a real secrets.toml never leaks in
     at.session_state["_kept_start_date"] = dt.date(2024, 1, 1)
     at.session_state["_kept_end_date"] = dt.date(2024, 2, 20)
@@ -70,27 +72,26 @@ def test_raising_threshold_never_increases_events():
     assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
 
 
-def test_download_holds_the_events_shown(explorer):
-    from components.tables import export_frame
-    from data.export import to_safe_csv
-    shown = explorer.dataframe[0].value
-    button = next(b for b in explorer.get("download_button") if "CSV" in b.proto.label)
-    assert button.proto.file_name.endswith("-events.csv")
-    csv = pd.read_csv(io.BytesIO(_download_bytes(button)))
-    assert len(csv) == len(shown)
+def test_download_holds_the_events_shown(monkeypatch):
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+    saved: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def recording(self, path_or_data, mimetype, kind, filename=None):
+        if filename:
+            saved[filename] = path_or_data
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", recording)
+    at = new_app()
+    at.run()
+    shown = at.dataframe[0].value
+    name = next(n for n in saved if n.endswith("-events.csv"))
+    csv = pd.read_csv(io.BytesIO(saved[name]))
+    assert len(csv) == len(shown) == events_count(at)
     assert csv["start"].str.endswith("Z").all()
     assert {"event_id", "kind", "severity", "explanation", "explanation_source"} <= set(csv.columns)
-
-
-def _download_bytes(button) -> bytes:
-    from streamlit.runtime.memory_media_file_storage import get_extension_for_mimetype  # noqa: F401
-    from streamlit.runtime import media_file_manager  # noqa: F401
-    from streamlit.runtime.media_file_manager import MediaFileManager  # noqa: F401
-    import streamlit.runtime as rt
-    manager = rt.get_instance().media_file_mgr if rt.exists() else None
-    url = button.proto.url
-    file_id = url.rsplit("/", 1)[-1].split(".")[0]
-    return manager._storage.get_file(file_id).content
+    assert (pd.to_datetime(csv["start"]) == shown["start"].reset_index(drop=True)).all()
 
 
 def test_selecting_a_row_opens_the_evidence_panel():

@@ -1,0 +1,70 @@
+"""Cases: the review queue, bulk status changes, the audit trail and the compliance summary."""
+import datetime as dt
+
+import streamlit as st
+
+from components import services
+from data.export import to_safe_csv
+from store.cases import STATUSES
+
+st.title("Cases")
+log = services.case_log()
+who = services.analyst_name()
+
+with st.sidebar:
+    st.subheader("Filter")
+    statuses = st.multiselect("Status", STATUSES, default=["new", "reviewing", "escalated"])
+    min_severity = st.slider("Minimum severity", 0.0, 1.0, 0.0, 0.05)
+    kind = st.text_input("Kind (e.g. pump_and_dump)").strip() or None
+    symbol = st.text_input("Symbol").strip().upper() or None
+    since = st.date_input("Events since", value=None)
+
+cases = log.list_cases(status=statuses or None, min_severity=min_severity or None, kind=kind, symbol=symbol,
+                       start=dt.datetime.combine(since, dt.time(), dt.timezone.utc) if since else None)
+st.caption(f"{len(cases)} case(s). Acting as **{who}**: every change is recorded in the audit trail.")
+if cases.empty:
+    st.info("No cases match. Open a case from the Explorer: select an event and save it to the case log.")
+else:
+    shown = cases[["event_id", "symbol", "kind", "severity", "start", "status", "assignee", "tags", "note",
+                   "version", "updated_at"]]
+    picked = st.dataframe(shown, key="cases_table", on_select="rerun", selection_mode="multi-row",
+                          hide_index=True, width="stretch",
+                          column_config={"severity": st.column_config.ProgressColumn(
+                              "Severity", min_value=0.0, max_value=1.0, format="%.2f")})
+    rows = [r for r in picked.selection.rows if 0 <= r < len(cases)]
+    chosen = cases.iloc[rows]
+    if len(chosen):
+        with st.form("bulk"):
+            cols = st.columns([2, 1])
+            new_status = cols[0].selectbox(f"Set status of {len(chosen)} selected case(s)", STATUSES)
+            if cols[1].form_submit_button("Apply", width="stretch"):
+                counts = log.bulk_update(list(chosen["event_id"]), who=who, status=new_status)
+                st.success(", ".join(f"{k}: {v}" for k, v in counts.items()))
+                st.rerun()
+    if len(chosen) == 1:
+        case = chosen.iloc[0]
+        st.subheader(f"Case {case['event_id']}")
+        with st.form("edit_case"):
+            cols = st.columns(3)
+            status = cols[0].selectbox("Status", STATUSES, index=STATUSES.index(case["status"]))
+            assignee = cols[1].text_input("Assignee", value=case["assignee"] or "")
+            tags = cols[2].text_input("Tags (comma separated)", value=case["tags"] or "")
+            note = st.text_area("Note", value=case["note"] or "")
+            if st.form_submit_button("Save"):
+                from store.cases import ConflictError
+                try:
+                    log.update(case["event_id"], who=who, expected_version=int(case["version"]), status=status,
+                               assignee=assignee, tags=tags, note=note)
+                    st.rerun()
+                except ConflictError as exc:
+                    st.error(str(exc))
+        st.caption("Audit trail (append-only)")
+        st.dataframe(log.audit_trail(case["event_id"]), hide_index=True, width="stretch")
+
+st.subheader("Compliance summary")
+period = st.radio("Period", {"D": "Day", "W": "Week", "M": "Month"}, horizontal=True, index=1,
+                  format_func={"D": "Day", "W": "Week", "M": "Month"}.get)
+summary = log.compliance_summary(period=period)
+st.dataframe(summary, hide_index=True, width="stretch")
+st.download_button("Download compliance summary CSV", to_safe_csv(summary), file_name="compliance-summary.csv",
+                   mime="text/csv", on_click="ignore", disabled=summary.empty)

@@ -1,0 +1,109 @@
+"""Evaluation & backtest: detectors against labels, threshold sweeps, avoid-anomalies backtest."""
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+import detectors
+from components import controls, services, state
+from components.views import load_or_stop, score_all
+from data import DataError
+from detectors.backtest import backtest_avoid_anomalies
+from detectors.evaluate import best_threshold, evaluate, pr_curve, threshold_sweep
+
+st.title("Evaluation & backtest")
+choice = controls.render_data_controls()
+chosen, ensemble, _, _ = controls.render_detector_controls()
+candles = load_or_stop(choice)
+scores, thresholds, units = score_all(choice, candles, chosen)
+if not scores:
+    st.info("Select at least one detector in the sidebar.")
+    st.stop()
+
+labels = services.demo_labels(choice) if choice.source == "demo" else None
+upload = st.file_uploader("Labels CSV (start, end, kind) — optional for the demo market", type=["csv"])
+if upload is not None:
+    try:
+        labels = services.read_labels(upload.getvalue())
+    except DataError as exc:
+        st.error(str(exc))
+        st.stop()
+if labels is None or labels.empty:
+    st.info("Evaluation needs labelled events: use the demo market or upload labels (start, end, kind).")
+    st.stop()
+kinds = st.multiselect("Label kinds to evaluate against", sorted(labels["kind"].unique()),
+                       default=sorted(labels["kind"].unique()))
+if not kinds:
+    st.stop()
+
+severities = {n: detectors.severity(s, thresholds[n]) for n, s in scores.items()}
+combined = detectors.combine_severities(severities, mode=ensemble.mode, k=ensemble.k)
+series = dict(scores, ensemble=combined)
+cuts = dict(thresholds, ensemble=0.5)
+rows = []
+for name, values in series.items():
+    result = evaluate(values, labels, cuts[name], kinds=kinds)
+    row = {"detector": controls.DETECTOR_LABELS.get(name, name), "threshold": cuts[name]}
+    row.update({k: result[k] for k in ("pr_auc", "base_rate", "event_recall", "flag_precision", "f1",
+                                       "detection_delay", "n_labels", "n_flagged_events")})
+    row.update({f"recall {k}": v for k, v in result["recall_by_kind"].items()})
+    rows.append(row)
+st.subheader("At the current thresholds")
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="%.2f") for c in
+                            ("pr_auc", "base_rate", "event_recall", "flag_precision", "f1", "detection_delay")})
+
+left, right = st.columns(2)
+with left:
+    st.markdown("**Precision-recall curves** (point-wise)")
+    fig = go.Figure()
+    for name, values in series.items():
+        curve = pr_curve(values, labels, kinds=kinds)
+        fig.add_trace(go.Scatter(x=curve["recall"], y=curve["precision"], mode="lines",
+                                 name=controls.DETECTOR_LABELS.get(name, name)))
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="Recall",
+                      yaxis_title="Precision", yaxis_range=[0, 1.02], xaxis_range=[0, 1])
+    st.plotly_chart(fig, key="pr_curves")
+with right:
+    st.markdown("**F1 versus threshold** (event-wise)")
+    name = st.selectbox("Detector", list(scores), format_func=controls.DETECTOR_LABELS.get, key="sweep_detector")
+    low, high, _ = controls.slider_range(scores[name], thresholds[name])
+    grid = np.linspace(max(low, high / 100), high, 60)
+    sweep = threshold_sweep(scores[name], labels, grid, kinds=kinds)
+    fig = go.Figure([go.Scatter(x=sweep["threshold"], y=sweep[c], mode="lines", name=c)
+                     for c in ("f1", "precision", "recall")])
+    try:
+        best = best_threshold(sweep)
+        fig.add_vline(x=best, line=dict(dash="dash", color="#c4161c"), annotation_text=f"best {best:.3g}")
+    except ValueError as exc:
+        best = None
+        st.caption(str(exc))
+    fig.add_vline(x=thresholds[name], line=dict(dash="dot", color="#555"), annotation_text="current")
+    fig.update_layout(height=330, margin=dict(l=10, r=10, t=10, b=10), xaxis_title=f"threshold ({units[name]})",
+                      yaxis_range=[0, 1.02])
+    st.plotly_chart(fig, key="sweep_chart")
+    if best is not None and st.button(f"Use {best:.3g} as the Explorer's threshold", icon=":material/tune:"):
+        state.set_value(state.threshold_key(name, services.fit_key(choice, next(d for d in chosen if d.name == name))),
+                        float(best))
+        st.switch_page("pages/explorer.py")
+
+st.subheader("Backtest: step aside during events")
+st.caption("The strategy holds the position and steps out (or cuts exposure) from the bar after an event's first "
+           "flag until it ends; costs and slippage are charged on every change. Sharpe and Sortino are "
+           "annualised by the bars per year of this data.")
+cols = st.columns(5)
+mode = cols[0].selectbox("While an event is active", ["flat", "reduce"],
+                         format_func={"flat": "step out", "reduce": "cut exposure"}.get)
+reduced = cols[1].slider("Reduced exposure", 0.0, 1.0, 0.5, 0.05, disabled=mode == "flat")
+position = cols[2].slider("Position (share of capital)", 0.1, 1.0, 1.0, 0.05)
+cost = cols[3].number_input("Cost per trade (%)", 0.0, 2.0, 0.1, 0.01) / 100
+slippage = cols[4].number_input("Slippage (%)", 0.0, 2.0, 0.05, 0.01) / 100
+events = detectors.to_events(candles, scores, thresholds, mode=ensemble.mode, k=ensemble.k)
+result = backtest_avoid_anomalies(candles, events, mode=mode, reduced_exposure=reduced, position=position,
+                                  cost=cost, slippage=slippage)
+st.dataframe(result.metrics, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in result.metrics.columns})
+fig = go.Figure([go.Scatter(x=result.equity.index, y=result.equity[c], mode="lines", name=c.replace("_", " "))
+                 for c in result.equity.columns])
+fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="Equity")
+st.plotly_chart(fig, key="equity_chart")

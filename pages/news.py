@@ -1,0 +1,81 @@
+"""News: headline timeline with embedding-outlier scores, filters, and a jump to the Explorer."""
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from components import controls, services, state
+from data import DataError
+
+st.title("News")
+choice = controls.render_data_controls()
+upload = st.sidebar.file_uploader("Or upload headlines CSV (timestamp, headline[, source, url])", type=["csv"],
+                                  key="headline_upload")
+embedder = st.session_state.get("_kept_" + state.EMBEDDER, "tfidf")
+try:
+    if upload is not None:
+        headlines = services.uploaded_headlines(upload.getvalue())
+    else:
+        headlines = services.cached_headlines(choice)
+except DataError as exc:
+    st.error(f"Cannot load headlines: {exc}")
+    st.stop()
+if headlines.empty:
+    st.info("No headlines for this symbol and range. Widen the range, pick another source, or upload a CSV.")
+    st.stop()
+try:
+    with st.spinner(f"Embedding {len(headlines):,} headlines ({embedder})…"):
+        scores, default, unit = services.headline_scores(
+            f"{choice.key}|{pd.util.hash_pandas_object(headlines[['headline']]).sum()}", headlines, embedder)
+except (ValueError, ImportError) as exc:
+    st.error(f"The text detector could not run with the {embedder!r} embedder: {exc} "
+             "Pick another embedder in Settings.")
+    st.stop()
+
+low, high, step = controls.slider_range(scores, default)
+key = state.threshold_key("text_embedding", choice.key)
+state.remember(key, float(round(default / step) * step))
+threshold = st.slider(f"Threshold ({unit})", float(low + step), float(high), step=float(step), key=key,
+                      help=f"Default {default:.3f}. Headlines farther than this from ordinary news are flagged.")
+state.keep(key)
+table = headlines.assign(score=scores.to_numpy(), flagged=scores.to_numpy() > threshold)
+cols = st.columns([1, 2, 2])
+only_flagged = cols[0].toggle("Flagged only")
+search = cols[1].text_input("Contains", placeholder="word in the headline")
+sources = cols[2].multiselect("Outlets", sorted(table["source"].astype(str).unique()))
+view = table
+if only_flagged:
+    view = view[view["flagged"]]
+if search:
+    view = view[view["headline"].str.contains(search, case=False, regex=False)]
+if sources:
+    view = view[view["source"].isin(sources)]
+
+m = st.columns(3)
+m[0].metric("Headlines", f"{len(table):,}")
+m[1].metric("Flagged", int(table["flagged"].sum()))
+m[2].metric("Embedder", embedder)
+fig = go.Figure()
+for flagged, colour, name in ((False, "#8a97ab", "ordinary"), (True, "#c4161c", "flagged")):
+    part = view[view["flagged"] == flagged]
+    fig.add_trace(go.Scatter(x=part["timestamp"], y=part["score"], mode="markers", name=name,
+                             marker=dict(color=colour, size=7 if flagged else 5),
+                             customdata=part[["headline", "source"]].to_numpy(),
+                             hovertemplate="%{x}<br>%{customdata[1]}<br>%{customdata[0]}<br>score %{y:.3f}"
+                                           "<extra></extra>"))
+fig.add_hline(y=threshold, line=dict(dash="dash", color="#c4161c"))
+fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10), yaxis_title=unit,
+                  legend=dict(orientation="h", y=1.08))
+st.plotly_chart(fig, key="news_timeline")
+
+shown = view[["timestamp", "headline", "source", "score", "flagged"]].reset_index(drop=True)
+picked = st.dataframe(shown, key="news_table", on_select="rerun", selection_mode="single-row", hide_index=True,
+                      width="stretch", column_config={
+                          "timestamp": st.column_config.DatetimeColumn("Time (UTC)", format="YYYY-MM-DD HH:mm"),
+                          "score": st.column_config.NumberColumn(format="%.3f")})
+rows = [r for r in picked.selection.rows if 0 <= r < len(shown)]
+if rows:
+    row = shown.iloc[rows[0]]
+    st.text(row["headline"])
+    if st.button(f"Open the Explorer at {row['timestamp']:%Y-%m-%d %H:%M} UTC", icon=":material/open_in_new:"):
+        st.session_state[state.FOCUS_TIME] = pd.Timestamp(row["timestamp"])
+        st.switch_page("pages/explorer.py")
