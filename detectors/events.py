@@ -123,88 +123,117 @@ def to_events(candles: pd.DataFrame, scores: dict[str, pd.Series],
         return _empty_events()
     symbol = symbol if symbol is not None else str(candles.attrs.get("symbol", ""))
     interval = str(candles.attrs.get("interval", ""))
-    evidence = _evidence(candles, starts, ends)
-    raw_values, sev_values = raw.to_numpy(), severities.to_numpy()
-    combined_values = combined.to_numpy()
-    rows = []
-    for i, (lo, hi) in enumerate(zip(starts, ends)):
-        sev_peak = _nanmax_columns(sev_values[lo:hi + 1])
-        raw_peak = _nanmax_columns(raw_values[lo:hi + 1])
-        peak = int(np.nanargmax(np.where(np.isnan(sev_peak), -1.0, sev_peak)))
-        facts = {key: values[i] for key, values in evidence.items()}
-        start = candles.index[lo]
-        rows.append({
-            "event_id": event_id(symbol, interval, start), "symbol": symbol,
-            "interval": interval, "start": start, "end": candles.index[hi],
-            "n_bars": int(hi - lo + 1),
-            "detectors": ",".join(n for n, s in zip(names, sev_peak) if s >= 0.5),
-            "peak_detector": names[peak], "peak_score": raw_peak[peak],
-            "severity": float(np.nanmax(combined_values[lo:hi + 1])),
-            "kind": classify_event(facts),
-            **{c: facts[c] for c in EVENT_COLUMNS[11:18]},
-            "scores_json": json.dumps({n: (None if math.isnan(v) else round(float(v), 6))
-                                       for n, v in zip(names, raw_peak)}),
-        })
-    return pd.DataFrame(rows, columns=EVENT_COLUMNS).astype(_DTYPES)
+    spans = _Spans(starts, ends)
+    sev_peak = spans.max(severities.to_numpy())          # (events, detectors), NaN if none
+    raw_peak = spans.max(raw.to_numpy())
+    peak = np.argmax(np.nan_to_num(sev_peak, nan=-1.0), axis=1)
+    evidence = _evidence(candles, spans)
+    kinds = [classify_event({key: values[i] for key, values in evidence.items()})
+             for i in range(len(starts))]
+    start_times = candles.index[starts]
+    out = pd.DataFrame({
+        "event_id": [event_id(symbol, interval, t) for t in start_times],
+        "symbol": symbol, "interval": interval,
+        "start": start_times, "end": candles.index[ends], "n_bars": ends - starts + 1,
+        "detectors": [",".join(n for n, s in zip(names, row) if s >= 0.5) for row in sev_peak],
+        "peak_detector": [names[j] for j in peak],
+        "peak_score": raw_peak[np.arange(len(starts)), peak],
+        "severity": spans.max(combined.to_numpy()),
+        "kind": kinds,
+        **{c: evidence[c] for c in EVENT_COLUMNS[11:18]},
+        "scores_json": [json.dumps({n: None if math.isnan(v) else round(float(v), 6)
+                                    for n, v in zip(names, row)}) for row in raw_peak],
+    }, columns=EVENT_COLUMNS)
+    return out.astype(_DTYPES)
 
 
 def _empty_events() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype=_DTYPES[c]) for c in EVENT_COLUMNS})
 
 
-def _nanmax_columns(block: np.ndarray) -> np.ndarray:
-    """Column maxima ignoring NaN; NaN where a column is all NaN (no warning)."""
-    filled = np.where(np.isnan(block), -np.inf, block).max(axis=0)
-    return np.where(np.isneginf(filled), np.nan, filled)
+class _Spans:
+    """Events as bar ranges [start, end], with per-event reductions done in one pass.
+
+    The bars of all events are laid end to end (``bars``); ``offsets`` mark where each
+    event begins in that list, so ``np.maximum.reduceat`` reduces every event at once.
+    """
+
+    def __init__(self, starts: np.ndarray, ends: np.ndarray) -> None:
+        self.starts, self.ends = starts, ends
+        self.lengths = ends - starts + 1
+        self.offsets = np.cumsum(self.lengths) - self.lengths
+        self.bars = np.repeat(starts - self.offsets, self.lengths) + np.arange(self.lengths.sum())
+
+    def max(self, values: np.ndarray) -> np.ndarray:
+        """Per-event maximum ignoring NaN (NaN where an event has no value)."""
+        filled = np.where(np.isnan(values), -np.inf, values)[self.bars]
+        peak = np.maximum.reduceat(filled, self.offsets, axis=0)
+        return np.where(np.isneginf(peak), np.nan, peak)
+
+    def argmax(self, values: np.ndarray) -> np.ndarray:
+        """Bar position of each event's largest value (first one on ties; NaN ranks lowest)."""
+        filled = np.where(np.isnan(values), -np.inf, values)[self.bars]
+        peak = np.maximum.reduceat(filled, self.offsets)
+        hits = np.flatnonzero(filled == np.repeat(peak, self.lengths))
+        return self.bars[hits[np.searchsorted(hits, self.offsets)]]
 
 
-def _evidence(candles: pd.DataFrame, starts: np.ndarray, ends: np.ndarray) -> dict[str, np.ndarray]:
-    """Evidence per event (arrays aligned with ``starts``), against the bars before start."""
+def _evidence(candles: pd.DataFrame, spans: _Spans) -> dict[str, np.ndarray]:
+    """Evidence per event (arrays aligned with the events), against the bars before start."""
     close = candles["close"].to_numpy(dtype="float64")
-    volume = candles["volume"].to_numpy(dtype="float64")
-    high = candles["high"].to_numpy(dtype="float64")
-    low = candles["low"].to_numpy(dtype="float64")
-    body_hi = np.maximum(candles["open"].to_numpy(dtype="float64"), close)
-    body_lo = np.minimum(candles["open"].to_numpy(dtype="float64"), close)
-    wick = np.maximum(high - body_hi, body_lo - low) / close
+    open_ = candles["open"].to_numpy(dtype="float64")
+    wick = np.maximum(candles["high"].to_numpy() - np.maximum(open_, close),
+                      np.minimum(open_, close) - candles["low"].to_numpy()) / close
     returns = log_returns(candles["close"])
-    vol_feature = feature_series(candles, "volume")
+    volume = feature_series(candles, "volume")
     # Trailing stats at bar ``start`` describe bars start-50 .. start-1: the pre-event norm.
-    ret_mean, ret_sd = (s.to_numpy() for s in trailing_center_scale(returns, REFERENCE_BARS,
-                                                                    min_periods=10))
-    vol_mean, vol_sd = (s.to_numpy() for s in trailing_center_scale(vol_feature, REFERENCE_BARS,
-                                                                    min_periods=10))
-    usual_volume = candles["volume"].rolling(REFERENCE_BARS, min_periods=10).median().shift(1)
+    ret_mean, ret_sd = (x.to_numpy()[spans.starts] for x in
+                        trailing_center_scale(returns, REFERENCE_BARS, min_periods=10))
+    vol_mean, vol_sd = (x.to_numpy()[spans.starts] for x in
+                        trailing_center_scale(volume, REFERENCE_BARS, min_periods=10))
+    usual_volume = volume.rolling(REFERENCE_BARS, min_periods=10).median().shift(1)
     usual_range = range_ratio(candles).rolling(REFERENCE_BARS, min_periods=10).median().shift(1)
-    usual_volume, usual_range = usual_volume.to_numpy(), usual_range.to_numpy()
-    returns, vol_feature = returns.to_numpy(), vol_feature.to_numpy()
-    n = len(close)
-    out: dict[str, list[float]] = {key: [] for key in (
-        "price_before", "price_end", "return_pct", "max_move_pct", "volume_ratio", "z_return",
-        "z_volume", "z_return_next", "wick_ratio", "rise_sigma", "reversal_sigma",
-        "drop_sigma", "recovery_sigma")}
-    for lo, hi in zip(starts, ends):
-        before = close[lo - 1] if lo > 0 else math.nan
-        moves = close[lo:hi + 1] / before - 1.0
-        z_ret = (returns[lo:hi + 1] - ret_mean[lo]) / ret_sd[lo]
-        peak_ret = int(np.nanargmax(np.abs(np.nan_to_num(z_ret, nan=0.0))))
-        nxt = lo + peak_ret + 1
-        z_vol = (vol_feature[lo:hi + 1] - vol_mean[lo]) / vol_sd[lo]
-        sigma = ret_sd[lo]
-        shape = _shape_sigma(np.log(close[max(lo - 1 - CONTEXT_BARS, 0):min(hi + 1 + FOLLOW_BARS, n)]),
-                             sigma)
-        out["price_before"].append(before)
-        out["price_end"].append(close[hi])
-        out["return_pct"].append(100.0 * (close[hi] / before - 1.0))
-        out["max_move_pct"].append(100.0 * moves[np.argmax(np.abs(moves))] if lo > 0 else math.nan)
-        out["volume_ratio"].append(volume[lo:hi + 1].max() / max(usual_volume[lo], SCALE_FLOOR))
-        out["z_return"].append(z_ret[peak_ret])
-        out["z_volume"].append(np.nanmax(z_vol) if not np.isnan(z_vol).all() else math.nan)
-        out["z_return_next"].append((returns[nxt] - ret_mean[lo]) / sigma if nxt < n else math.nan)
-        out["wick_ratio"].append(wick[lo:hi + 1].max() / max(usual_range[lo], SCALE_FLOOR))
-        for key, value in zip(("rise_sigma", "reversal_sigma", "drop_sigma", "recovery_sigma"), shape):
-            out[key].append(value)
-    return {key: np.asarray(values, dtype="float64") for key, values in out.items()}
+    usual_volume = usual_volume.to_numpy()[spans.starts].clip(min=SCALE_FLOOR)
+    usual_range = usual_range.to_numpy()[spans.starts].clip(min=SCALE_FLOOR)
+    returns, volume = returns.to_numpy(), volume.to_numpy()
+    lo, hi = spans.starts, spans.ends
+    before = np.where(lo > 0, close[np.maximum(lo - 1, 0)], np.nan)
+    each = np.repeat(np.arange(len(lo)), spans.lengths)   # event of each bar in spans.bars
+    z_bar = np.full(len(close), np.nan)
+    z_bar[spans.bars] = (returns[spans.bars] - ret_mean[each]) / ret_sd[each]
+    peak_bar = spans.argmax(np.abs(z_bar))
+    z_return = z_bar[peak_bar]
+    z_volume = np.full(len(close), np.nan)
+    z_volume[spans.bars] = (volume[spans.bars] - vol_mean[each]) / vol_sd[each]
+    move = np.full(len(close), np.nan)
+    move[spans.bars] = close[spans.bars] / before[each] - 1.0
+    shape = np.array([_shape_sigma(np.log(close[max(a - 1 - CONTEXT_BARS, 0):b + 1 + FOLLOW_BARS]), sd)
+                      for a, b, sd in zip(lo, hi, ret_sd)]).reshape(len(lo), 4)
+    return {
+        "price_before": before, "price_end": close[hi],
+        "return_pct": 100.0 * (close[hi] / before - 1.0),
+        "max_move_pct": 100.0 * move[spans.argmax(np.abs(move))],
+        "volume_ratio": spans.max(volume) / usual_volume,
+        "z_return": z_return, "z_volume": spans.max(z_volume),
+        "z_return_reversal": _reversal_z(returns, peak_bar, ret_mean, ret_sd),
+        "wick_ratio": spans.max(wick) / usual_range,
+        "rise_sigma": shape[:, 0], "reversal_sigma": shape[:, 1],
+        "drop_sigma": shape[:, 2], "recovery_sigma": shape[:, 3],
+    }
+
+
+def _reversal_z(returns: np.ndarray, peak: np.ndarray, mean: np.ndarray,
+                sigma: np.ndarray) -> np.ndarray:
+    """Per event, the z of the bar beside ``peak`` (before or after) that moved most
+    against it; 0 if neither did. A bad tick is a jump whose neighbour undoes it."""
+    padded = np.concatenate([[np.nan], returns, [np.nan]])   # neighbours of the ends: NaN
+    z_peak = (returns[peak] - mean) / sigma
+    best = np.zeros(len(peak))
+    for neighbour in (padded[peak], padded[peak + 2]):      # bars peak-1 and peak+1
+        z = (neighbour - mean) / sigma
+        against = np.nan_to_num(z * z_peak, nan=0.0) < 0
+        best = np.where(against & (np.abs(z) > np.abs(best)), z, best)
+    return best
 
 
 def _shape_sigma(log_close: np.ndarray, sigma: float) -> tuple[float, float, float, float]:

@@ -21,7 +21,7 @@ NEWS_DRIVEN_FACTOR = 0.6
 NO_NEWS_FACTOR = 1.25
 #: Severity multiplier for a move with promotional spam near it (capped at 1).
 PROMOTION_FACTOR = 1.25
-#: |return_pct| from which a move with no news is raised.
+#: Move in percent (|return_pct| or |max_move_pct|) from which a move with no news is raised.
 LARGE_MOVE_PCT = 5.0
 #: Headlines listed per event.
 MAX_LISTED = 5
@@ -89,8 +89,9 @@ def add_news_context(events: pd.DataFrame, headlines: pd.DataFrame | None, *,
     Parameters
     ----------
     events : DataFrame
-        One row per event with at least ``start``, ``end`` (UTC) and ``severity``; ``kind``
-        and ``return_pct`` (move over the event, in percent) are used when present.
+        One row per event with at least ``start``, ``end`` (UTC) and ``severity``; ``kind``,
+        ``return_pct`` and ``max_move_pct`` (moves over the event, in percent) are used
+        when present.
     headlines : DataFrame or None
         Columns ``timestamp`` (UTC) and ``headline``; ``label`` ("catalyst",
         "promotional", "normal") is trusted over wording when present.
@@ -102,7 +103,8 @@ def add_news_context(events: pd.DataFrame, headlines: pd.DataFrame | None, *,
         Optional catalyst probability per headline (index of ``headlines``), used instead
         of the keyword rule where given.
     large_move_pct : float
-        |return_pct| from which a move with no headline at all is raised.
+        Move (the larger of |return_pct| and |max_move_pct|) from which a move with no
+        headline at all is raised.
 
     Returns
     -------
@@ -128,8 +130,9 @@ def add_news_context(events: pd.DataFrame, headlines: pd.DataFrame | None, *,
     catalyst, promo = _headline_kinds(news, catalyst_scores)
     texts = [_one_line(t) for t in news["headline"]]
     kinds = out["kind"].astype(str).to_numpy() if "kind" in out else np.full(n, "")
-    moves = (pd.to_numeric(out["return_pct"], errors="coerce").abs().to_numpy()
-             if "return_pct" in out else np.full(n, np.nan))
+    move_columns = [c for c in ("return_pct", "max_move_pct") if c in out]
+    moves = (out[move_columns].apply(pd.to_numeric, errors="coerce").abs().max(axis=1).to_numpy()
+             if move_columns else np.full(n, np.nan))
     starts = pd.to_datetime(out["start"], utc=True).to_numpy(dtype="datetime64[ns]")
     ends = pd.to_datetime(out["end"], utc=True).to_numpy(dtype="datetime64[ns]")
     before64, after64 = np.timedelta64(before.value, "ns"), np.timedelta64(after.value, "ns")

@@ -131,8 +131,8 @@ def classify_event(evidence: Mapping[str, float]) -> str:
     """The manipulation type an event's evidence points to (first rule that matches).
 
     Keys read (missing or NaN keys make their rule not match): ``z_return`` (peak signed
-    return z), ``z_return_next`` (z of the bar after it), ``wick_ratio`` (largest wick /
-    usual bar range), ``volume_ratio``, and the shape in sigma units: ``rise_sigma`` and
+    return z), ``z_return_reversal`` (z of the neighbouring bar that moved against it),
+    ``wick_ratio`` (largest wick / usual bar range), ``volume_ratio``, and the shape in sigma units: ``rise_sigma`` and
     ``reversal_sigma`` (rise into the event's peak, fall after it), ``drop_sigma`` and
     ``recovery_sigma`` (drop into its trough, recovery after it).
 
@@ -146,12 +146,12 @@ def classify_event(evidence: Mapping[str, float]) -> str:
         value = evidence.get(key)
         return math.nan if value is None else float(value)
 
-    z_return, z_next = get("z_return"), get("z_return_next")
+    z_return, z_reversal = get("z_return"), get("z_return_reversal")
     volume_ratio = get("volume_ratio")
     rise, reversal = get("rise_sigma"), get("reversal_sigma")
     drop, recovery = get("drop_sigma"), get("recovery_sigma")
-    bad_tick = (abs(z_return) >= BAD_TICK_Z and abs(z_next) >= BAD_TICK_Z
-                and z_return * z_next < 0)
+    bad_tick = (abs(z_return) >= BAD_TICK_Z and abs(z_reversal) >= BAD_TICK_Z
+                and z_return * z_reversal < 0)
     if bad_tick or get("wick_ratio") >= BAD_WICK_RATIO:
         return "data_error"
     if rise >= SHAPE_SIGMA and reversal >= REVERSAL_SHARE * rise and volume_ratio >= PUMP_VOLUME_RATIO:

@@ -116,62 +116,65 @@ class RollingZScoreDetector(Detector):
 class _TrailingStats:
     """Mean and sample std (Welford add/remove) of the last ``window`` values, O(1) per value."""
 
-    __slots__ = ("values", "window", "n", "mean", "m2")
+    __slots__ = ("values", "window", "min_periods", "n", "mean", "m2")
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, min_periods: int) -> None:
         self.values: deque[float] = deque()
-        self.window = window
+        self.window, self.min_periods = window, min_periods
         self.n = 0
         self.mean = 0.0
         self.m2 = 0.0
 
-    def center_scale(self) -> tuple[float, float]:
-        if self.n < 2:
-            return math.nan, math.nan
-        return self.mean, math.sqrt(max(self.m2, 0.0) / (self.n - 1))
-
-    def push(self, x: float) -> None:
+    def z_then_push(self, x: float) -> float:
+        """z of ``x`` against the values so far (NaN while too few), then remember ``x``."""
+        if x != x:  # NaN: nothing to score or remember
+            return math.nan
+        n = self.n
+        z = math.nan
+        if n >= self.min_periods:
+            scale = math.sqrt(max(self.m2, 0.0) / (n - 1))
+            z = (x - self.mean) / (scale if scale > SCALE_FLOOR else SCALE_FLOOR)
         self.values.append(x)
-        self.n += 1
+        n += 1
         delta = x - self.mean
-        self.mean += delta / self.n
+        self.mean += delta / n
         self.m2 += delta * (x - self.mean)
-        if self.n > self.window:
+        if n > self.window:
             old = self.values.popleft()
-            self.n -= 1
+            n -= 1
             delta = old - self.mean
-            self.mean -= delta / self.n
+            self.mean -= delta / n
             self.m2 -= delta * (old - self.mean)
+        self.n = n
+        return z
 
 
 class _TrailingMedian:
     """Median and MAD * 1.4826 of the last ``window`` values: O(window) per value, via a
     sorted list (bisect), since the MAD depends on every deviation from the new median."""
 
-    __slots__ = ("values", "ordered", "window")
+    __slots__ = ("values", "ordered", "window", "min_periods")
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, min_periods: int) -> None:
         self.values: deque[float] = deque()
         self.ordered: list[float] = []
-        self.window = window
+        self.window, self.min_periods = window, min_periods
 
-    @property
-    def n(self) -> int:
-        return len(self.ordered)
-
-    def center_scale(self) -> tuple[float, float]:
-        if not self.ordered:
-            return math.nan, math.nan
-        center = _median_sorted(self.ordered)
-        deviations = sorted(abs(v - center) for v in self.ordered)
-        return center, _median_sorted(deviations) * MAD_TO_STD
-
-    def push(self, x: float) -> None:
+    def z_then_push(self, x: float) -> float:
+        """z of ``x`` against the values so far (NaN while too few), then remember ``x``."""
+        if x != x:
+            return math.nan
+        z = math.nan
+        if len(self.ordered) >= self.min_periods:
+            center = _median_sorted(self.ordered)
+            scale = _median_sorted(sorted(abs(v - center) for v in self.ordered)) * MAD_TO_STD
+            z = (x - center) / max(scale, SCALE_FLOOR)
         self.values.append(x)
         bisect.insort(self.ordered, x)
         if len(self.values) > self.window:
             old = self.values.popleft()
             del self.ordered[bisect.bisect_left(self.ordered, old)]
+        return z
 
 
 def _median_sorted(ordered: list[float]) -> float:
@@ -204,31 +207,28 @@ class IncrementalZScore:
         self.features = tuple(features)
         self.min_periods = window if min_periods is None else min_periods
         stats = _TrailingMedian if robust else _TrailingStats
-        self._stats = {name: stats(window) for name in self.features}
+        self._parts = [("z_" + name, name, name in UPWARD_ONLY, stats(window, self.min_periods))
+                       for name in self.features]
         self._prev_close = math.nan
 
     def update(self, open: float, high: float, low: float, close: float,
                volume: float) -> dict[str, float]:
         """Score one new candle; returns ``z_<feature>`` for each feature and ``score``."""
-        raw = {"returns": math.log(close / self._prev_close) if self._prev_close > 0 else math.nan,
-               "volume": volume,
-               "range": (high - low) / close}
-        self._prev_close = close
+        prev, self._prev_close = self._prev_close, close
         out: dict[str, float] = {}
         score = -math.inf
-        for name in self.features:
-            stats = self._stats[name]
-            x = raw[name]
-            if stats.n >= self.min_periods and x == x:
-                center, scale = stats.center_scale()
-                z = (x - center) / max(scale, SCALE_FLOOR)
+        for key, name, upward, stats in self._parts:
+            if name == "returns":
+                x = math.log(close / prev) if prev > 0 else math.nan
+            elif name == "volume":
+                x = volume
             else:
-                z = math.nan
-            out["z_" + name] = z
-            part = max(z, 0.0) if name in UPWARD_ONLY else abs(z)
-            score = math.nan if (part != part or score != score) else max(score, part)
-            if x == x:
-                stats.push(x)
+                x = (high - low) / close
+            z = stats.z_then_push(x)
+            out[key] = z
+            part = (z if z > 0.0 else 0.0) if upward else abs(z)
+            # NaN in any part (warm-up) keeps the score NaN, as in the batch form.
+            score = math.nan if part != part or score != score else (part if part > score else score)
         out["score"] = score
         return out
 

@@ -287,6 +287,8 @@ def test_progress_is_reported():
     (csv_bytes(["2024-01-02,$1.00,2,0.5,1.5,10"]),
      r"'\$1.00' in column 'Open' on line 2 is not a number\. Write plain numbers"),
     (csv_bytes(["2024-01-02,1,2,0.5,1.5,True"]), r"'True' in column 'Volume' on line 2"),
+    (b"Date;Open;High;Low;Close;Volume\n2024-01-02;1;2;0,5;1,5;1,234.5\n",
+     r"'1,234.5' in column 'Volume' on line 2 is not a number"),
     (HEADER.encode(), r"no data rows"),
     (HEADER.encode() + b"\n\n", r"no data rows"),
     (b"", r"The file is empty"),

@@ -412,3 +412,9 @@ def test_news_context_on_the_demo_market():
     assert not pumps["news_driven"].any() and (pumps["severity"] >= pumps["severity_raw"]).all()
     assert pumps["context_note"].str.contains("promotional").all()
 
+
+
+def test_largest_move_inside_the_event_counts():
+    # A pump that round-trips ends flat but moved 9% on the way.
+    events = _events(("pump_and_dump", 0, 0.6, 0.5)).assign(max_move_pct=9.0)
+    assert add_news_context(events, None)["severity"].iloc[0] == pytest.approx(0.75)
