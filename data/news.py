@@ -26,8 +26,8 @@ import pandas as pd
 from data import DataError, parse_time_range
 
 __all__ = ["HEADLINE_COLUMNS", "MAX_HEADLINE_CHARS", "NEWS_SOURCES", "load_headlines",
-           "clean_text", "validate_headlines", "yahoo_news_to_frame",
-           "bybit_announcements_to_frame", "read_headlines_csv"]
+           "clean_text", "validate_headlines", "fetch_yahoo_news", "yahoo_news_to_frame",
+           "fetch_bybit_announcements", "bybit_announcements_to_frame", "read_headlines_csv"]
 
 HEADLINE_COLUMNS = ["timestamp", "headline", "source", "url"]
 MAX_HEADLINE_CHARS = 500

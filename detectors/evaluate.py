@@ -50,7 +50,8 @@ def evaluate(scores: pd.Series, labels: pd.DataFrame, threshold: float, *, kinds
     """
     windows = _label_windows(scores.index, labels, kinds)
     inside = _inside_mask(len(scores), windows)
-    result = {"pr_auc": _pr_auc(scores, inside), "base_rate": float(inside.mean()) if len(inside) else np.nan}
+    result = {"pr_auc": _pr_auc(scores, inside),
+              "base_rate": float(inside.mean()) if len(inside) else np.nan}
     result.update(_event_metrics(scores.to_numpy(dtype="float64"), windows, threshold,
                                  tolerance, merge_gap))
     return result
@@ -87,7 +88,8 @@ def pr_curve(scores: pd.Series, labels: pd.DataFrame, *, kinds=None) -> pd.DataF
     windows = _label_windows(scores.index, labels, kinds)
     inside = _inside_mask(len(scores), windows)
     if not inside.any():
-        raise ValueError("No labelled bar in the scored range: widen the range or pick other kinds.")
+        raise ValueError("No labelled bar in the scored range: widen the range or pick "
+                         "other kinds.")
     filled, sentinel = _nan_lowest(scores.to_numpy(dtype="float64"))
     precision, recall, thresholds = precision_recall_curve(inside, filled)
     thresholds = np.where(thresholds == sentinel, -np.inf, thresholds)
@@ -140,10 +142,9 @@ def _event_metrics(values: np.ndarray, windows: pd.DataFrame, threshold: float,
     flag_count = np.concatenate([[0], np.cumsum(flagged)])
     reach_clipped = np.minimum(reach, len(values) - 1)
     found = flag_count[reach_clipped + 1] - flag_count[first] > 0
-    flag_positions = np.flatnonzero(flagged)
-    first_flag = flag_positions[np.minimum(np.searchsorted(flag_positions, first),
-                                           max(len(flag_positions) - 1, 0))] \
-        if len(flag_positions) else np.zeros(len(first), dtype=np.int64)
+    # First flag at or after each label's start (-1 if none; only read where found).
+    flag_positions = np.append(np.flatnonzero(flagged), -1)
+    first_flag = flag_positions[np.searchsorted(flag_positions[:-1], first)]
     delays = (first_flag - first)[found]
     # A flagged run is true if it overlaps some [first, last + tolerance] window.
     true_run = np.zeros(len(run_starts), dtype=bool)

@@ -17,8 +17,8 @@ import pandas as pd
 
 from detectors.base import severity
 from detectors.ensemble import combine_severities
-from detectors.features import (SCALE_FLOOR, feature_series, log_returns, range_ratio,
-                                trailing_center_scale)
+from detectors.features import (feature_series, log_returns, range_ratio,
+                                trailing_center_scale, trailing_median)
 from detectors.rules import classify_event
 
 #: Bars before an event its evidence is measured against (the usual level of each feature).
@@ -191,10 +191,8 @@ def _evidence(candles: pd.DataFrame, spans: _Spans) -> dict[str, np.ndarray]:
                         trailing_center_scale(returns, REFERENCE_BARS, min_periods=10))
     vol_mean, vol_sd = (x.to_numpy()[spans.starts] for x in
                         trailing_center_scale(volume, REFERENCE_BARS, min_periods=10))
-    usual_volume = volume.rolling(REFERENCE_BARS, min_periods=10).median().shift(1)
-    usual_range = range_ratio(candles).rolling(REFERENCE_BARS, min_periods=10).median().shift(1)
-    usual_volume = usual_volume.to_numpy()[spans.starts].clip(min=SCALE_FLOOR)
-    usual_range = usual_range.to_numpy()[spans.starts].clip(min=SCALE_FLOOR)
+    usual_volume = trailing_median(volume, REFERENCE_BARS, 10).to_numpy()[spans.starts]
+    usual_range = trailing_median(range_ratio(candles), REFERENCE_BARS, 10).to_numpy()[spans.starts]
     returns, volume = returns.to_numpy(), volume.to_numpy()
     lo, hi = spans.starts, spans.ends
     before = np.where(lo > 0, close[np.maximum(lo - 1, 0)], np.nan)
@@ -207,7 +205,8 @@ def _evidence(candles: pd.DataFrame, spans: _Spans) -> dict[str, np.ndarray]:
     z_volume[spans.bars] = (volume[spans.bars] - vol_mean[each]) / vol_sd[each]
     move = np.full(len(close), np.nan)
     move[spans.bars] = close[spans.bars] / before[each] - 1.0
-    shape = np.array([_shape_sigma(np.log(close[max(a - 1 - CONTEXT_BARS, 0):b + 1 + FOLLOW_BARS]), sd)
+    log_close = np.log(close)
+    shape = np.array([_shape_sigma(log_close[max(a - 1 - CONTEXT_BARS, 0):b + 1 + FOLLOW_BARS], sd)
                       for a, b, sd in zip(lo, hi, ret_sd)]).reshape(len(lo), 4)
     return {
         "price_before": before, "price_end": close[hi],

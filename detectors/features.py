@@ -42,9 +42,10 @@ def range_ratio(candles: pd.DataFrame) -> pd.Series:
 def feature_series(candles: pd.DataFrame, name: str) -> pd.Series:
     """The raw series behind a feature name in ``FEATURES``.
 
-    "volume" is the volume itself, not its log: both returns and volume are heavy-tailed
-    on the side that matters, so one |z| cut means a similar rarity for both (on log
-    volume a 3-sigma cut fires far more often on volume than the same cut on returns).
+    "volume" is the volume itself, not its log. Returns are fat-tailed, so a |z| cut that
+    keeps ordinary returns quiet sits far out (about 5 sigma); log volume is close to
+    normal and a 5-10x surge is only 3-4 sigma of it, whereas raw volume is right-skewed
+    like the return tails, so one cut serves both.
     """
     if name == "returns":
         return log_returns(candles["close"])
@@ -85,13 +86,18 @@ def rolling_zscore(values: pd.Series, window: int, *, robust: bool = False,
     return (values - center) / scale
 
 
-def volume_ratio(volume: pd.Series, window: int = 50) -> pd.Series:
-    """Volume over the median volume of the ``window`` bars before it (NaN during warm-up).
+def trailing_median(values: pd.Series, window: int, min_periods: int | None = None) -> pd.Series:
+    """Median of bars t-window .. t-1 for every t, floored at ``SCALE_FLOOR`` (NaN until
+    ``min_periods`` values exist, default ``window``)."""
+    min_periods = window if min_periods is None else min_periods
+    median = values.rolling(window, min_periods=min_periods).median().shift(1)
+    return median.clip(lower=SCALE_FLOOR)
 
-    A zero median is floored at ``SCALE_FLOOR`` so the ratio stays finite.
-    """
-    median = volume.rolling(window, min_periods=window).median().shift(1)
-    return volume / median.clip(lower=SCALE_FLOOR)
+
+def volume_ratio(volume: pd.Series, window: int = 50) -> pd.Series:
+    """Volume over the median volume of the ``window`` bars before it (NaN during warm-up);
+    a zero median is floored so the ratio stays finite."""
+    return volume / trailing_median(volume, window)
 
 
 def _rolling_median_mad(values: np.ndarray, window: int,

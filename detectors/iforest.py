@@ -14,7 +14,8 @@ from sklearn.exceptions import NotFittedError
 from detectors.base import Detector
 from detectors.features import feature_series, log_returns, rolling_zscore
 
-#: Quantile of the training scores used as the default cut when contamination is "auto".
+#: Quantile of the training scores used as the default cut when contamination is "auto":
+#: 1 bar in 200, since the ensemble's other detectors already flag the clearer cases.
 DEFAULT_QUANTILE = 0.995
 #: Bars in the multi-bar return feature (a move built over a few bars, not one tick).
 SWING_BARS = 3
@@ -31,7 +32,7 @@ class IsolationForestDetector(Detector):
         Passed to ``sklearn.ensemble.IsolationForest``. A float ``contamination`` also
         sets the default cut at that upper share of the training scores.
     threshold : float or None
-        Cut in isolation score; None uses ``threshold_`` learned in ``fit`` (the 99th
+        Cut in isolation score; None uses ``threshold_`` learned in ``fit`` (the 99.5th
         percentile of training scores, or the 1 - contamination quantile).
 
     Notes
@@ -73,10 +74,12 @@ class IsolationForestDetector(Detector):
 
     def _fit(self, frame: pd.DataFrame) -> None:
         if not isinstance(self.window, (int, np.integer)) or self.window < 2:
-            raise ValueError(f"window must be a whole number of bars, 2 or more; got {self.window!r}.")
-        if self._threshold is not None and not (np.isfinite(self._threshold) and self._threshold > 0):
+            raise ValueError("window must be a whole number of bars, 2 or more; "
+                             f"got {self.window!r}.")
+        cut = self._threshold
+        if cut is not None and not (np.isfinite(cut) and cut > 0):
             raise ValueError(f"threshold must be a positive isolation score or None; "
-                             f"got {self._threshold!r}.")
+                             f"got {cut!r}.")
         features = self._features(frame).dropna()
         if len(features) < 10:
             raise ValueError(f"window ({self.window} bars) leaves too few scorable bars in "
@@ -85,7 +88,8 @@ class IsolationForestDetector(Detector):
                                       contamination=self.contamination,
                                       random_state=self.random_state).fit(features.to_numpy())
         training_scores = -self.model_.score_samples(features.to_numpy())
-        share = DEFAULT_QUANTILE if self.contamination == "auto" else 1.0 - float(self.contamination)
+        auto = isinstance(self.contamination, str)
+        share = DEFAULT_QUANTILE if auto else 1.0 - float(self.contamination)
         self.threshold_ = float(np.quantile(training_scores, share))
 
     def _score(self, frame: pd.DataFrame) -> np.ndarray:

@@ -81,14 +81,16 @@ class PumpDumpDetector(Detector):
                 raise ValueError(f"{name} must be a positive whole number of bars"
                                  f"{' (2 or more)' if name == 'window' else ''}; got {value!r}.")
         if self.threshold is None or not np.isfinite(self.threshold) or self.threshold <= 0:
-            raise ValueError(f"threshold must be a positive pump z, e.g. 3.0; got {self.threshold!r}.")
+            raise ValueError("threshold must be a positive pump z, e.g. 3.0; "
+                             f"got {self.threshold!r}.")
 
     def _fit(self, frame: pd.DataFrame) -> None:
         self._check_params()
         needed = self.window + self.rise_bars + self.fall_bars
         if needed >= len(frame):
             raise ValueError(f"window + rise_bars + fall_bars ({needed} bars) must be smaller "
-                             f"than the data ({len(frame)} bars): lower them or load a longer range.")
+                             f"than the data ({len(frame)} bars): lower them or load a "
+                             "longer range.")
 
     def score_components(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Columns rise_z, reversal_z and volume_factor (see the class notes), like ``frame``."""
@@ -132,9 +134,9 @@ def classify_event(evidence: Mapping[str, float]) -> str:
 
     Keys read (missing or NaN keys make their rule not match): ``z_return`` (peak signed
     return z), ``z_return_reversal`` (z of the neighbouring bar that moved against it),
-    ``wick_ratio`` (largest wick / usual bar range), ``volume_ratio``, and the shape in sigma units: ``rise_sigma`` and
-    ``reversal_sigma`` (rise into the event's peak, fall after it), ``drop_sigma`` and
-    ``recovery_sigma`` (drop into its trough, recovery after it).
+    ``wick_ratio`` (largest wick / usual bar range), ``volume_ratio``, and the shape in
+    sigma units: ``rise_sigma`` and ``reversal_sigma`` (rise into the event's peak, fall
+    after it), ``drop_sigma`` and ``recovery_sigma`` (drop into its trough, recovery after).
 
     Rules, in order: ``data_error`` (out and straight back by >= 15 sigma, or a wick 20x the
     usual range), ``pump_and_dump`` (rise >= 8 sigma on >= 3x volume, half undone),
@@ -154,7 +156,8 @@ def classify_event(evidence: Mapping[str, float]) -> str:
                 and z_return * z_reversal < 0)
     if bad_tick or get("wick_ratio") >= BAD_WICK_RATIO:
         return "data_error"
-    if rise >= SHAPE_SIGMA and reversal >= REVERSAL_SHARE * rise and volume_ratio >= PUMP_VOLUME_RATIO:
+    if (rise >= SHAPE_SIGMA and reversal >= REVERSAL_SHARE * rise
+            and volume_ratio >= PUMP_VOLUME_RATIO):
         return "pump_and_dump"
     if drop >= SHAPE_SIGMA and recovery >= REVERSAL_SHARE * drop:
         return "flash_crash"

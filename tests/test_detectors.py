@@ -204,9 +204,10 @@ def test_zscore_flags_a_spike_without_masking_it(candles):
 
 @pytest.mark.parametrize("robust", [False, True])
 @pytest.mark.parametrize("min_periods", [None, 5])
-def test_incremental_matches_batch(candles, robust, min_periods):
-    det = RollingZScoreDetector(window=30, features=("returns", "volume", "range"),
-                                robust=robust, min_periods=min_periods)
+@pytest.mark.parametrize("features", [("returns", "volume", "range"), ("volume",)])
+def test_incremental_matches_batch(candles, robust, min_periods, features):
+    det = RollingZScoreDetector(window=30, features=features, robust=robust,
+                                min_periods=min_periods)
     batch = det.score_components(candles).assign(score=det.score(candles))
     stream = det.incremental()
     rows = [stream.update_one(row) for row in candles.to_dict("records")]

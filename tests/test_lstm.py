@@ -18,6 +18,9 @@ import pytest
 import detectors
 from detectors.lstm import LstmAutoencoderDetector
 
+# One xdist worker runs this file, so the shared fitted detector is trained once.
+pytestmark = pytest.mark.xdist_group(name="lstm")
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(window=12, units=8, epochs=3, batch_size=64, random_state=0)
 N_TRAIN = 600
