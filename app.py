@@ -1,4 +1,8 @@
-"""Surveillance dashboard: registers the pages; the Explorer is the default."""
+"""Surveillance dashboard: registers the pages; the Explorer is the default.
+
+When Streamlit's OIDC login is configured (an ``[auth]`` table in secrets.toml), visitors who
+are not signed in see only the sign-in page.
+"""
 import streamlit as st
 
 st.set_page_config(page_title="Market surveillance", page_icon=":material/monitoring:", layout="wide")
@@ -13,4 +17,24 @@ PAGES = [
     st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
 ]
 
-st.navigation(PAGES).run()
+
+def sign_in() -> None:
+    st.title("Market surveillance")
+    st.write("Sign in to review market events. Every action you take is recorded under your account.")
+    st.button("Sign in", type="primary", on_click=st.login, icon=":material/login:")
+
+
+def auth_configured() -> bool:
+    try:
+        return "auth" in st.secrets
+    except FileNotFoundError:
+        return False
+
+
+if auth_configured() and not st.user.get("is_logged_in", False):
+    st.navigation([st.Page(sign_in, title="Sign in", icon=":material/login:")]).run()
+else:
+    if auth_configured():
+        st.sidebar.caption(f"Signed in as {st.user.get('email') or st.user.get('name')}")
+        st.sidebar.button("Sign out", on_click=st.logout)
+    st.navigation(PAGES).run()

@@ -34,6 +34,12 @@ def resample_for_drawing(candles: pd.DataFrame, limit: int = MAX_CANDLES_DRAWN) 
     return agg.dropna(subset=["close"])
 
 
+def _ms(index) -> np.ndarray:
+    """Epoch milliseconds: plotly draws them on a date axis and ships them as compact binary,
+    where Timestamp objects would be serialised one ISO string at a time."""
+    return pd.DatetimeIndex(index).asi8 // 1_000_000
+
+
 def _event_lookup(index: pd.DatetimeIndex, events: pd.DataFrame) -> np.ndarray:
     """For each timestamp, the row position of the event covering it, or -1."""
     pos = np.full(len(index), -1)
@@ -83,20 +89,20 @@ def build_anomaly_figure(candles: pd.DataFrame, scores: dict[str, pd.Series],
                                 xanchor="left", yanchor="bottom", font=dict(size=12)))
     drawn = resample_for_drawing(candles)
     traces = [
-        dict(type="candlestick", x=drawn.index, open=drawn["open"].to_numpy(), high=drawn["high"].to_numpy(),
+        dict(type="candlestick", x=_ms(drawn.index), open=drawn["open"].to_numpy(), high=drawn["high"].to_numpy(),
              low=drawn["low"].to_numpy(), close=drawn["close"].to_numpy(), name="Price", showlegend=False,
              increasing=dict(line=dict(color="#26a269")), decreasing=dict(line=dict(color="#c01c28")),
              xaxis="x", yaxis="y"),
-        dict(type="bar", x=drawn.index, y=drawn["volume"].to_numpy(), name="Volume", showlegend=False,
+        dict(type="bar", x=_ms(drawn.index), y=drawn["volume"].to_numpy(), name="Volume", showlegend=False,
              marker=dict(color="#8a97ab"), xaxis="x", yaxis="y2"),
     ]
     event_pos = _event_lookup(candles.index, events)
     for row, name in enumerate(names, start=3):
         series, threshold = scores[name], thresholds[name]
         kind = "scattergl" if len(series) > WEBGL_FROM else "scatter"
-        traces.append(dict(type=kind, x=series.index, y=series.to_numpy(), mode="lines", name=f"{name} score",
+        traces.append(dict(type=kind, x=_ms(series.index), y=series.to_numpy(), mode="lines", name=f"{name} score",
                            line=dict(width=1, color="#4a5d7e"), showlegend=False, xaxis="x", yaxis=f"y{row}",
-                           hovertemplate="%{x}<br>score %{y:.3g}<extra>" + name + "</extra>"))
+                           hovertemplate="%{x|%Y-%m-%d %H:%M}<br>score %{y:.3g}<extra>" + name + "</extra>"))
         traces.append(dict(type="scatter", x=[series.index[0], series.index[-1]], y=[threshold, threshold],
                            mode="lines", line=dict(color="#c4161c", dash="dash", width=1), showlegend=False,
                            hoverinfo="skip", name=f"{name} threshold", xaxis="x", yaxis=f"y{row}"))
@@ -109,11 +115,11 @@ def build_anomaly_figure(candles: pd.DataFrame, scores: dict[str, pd.Series],
         custom = np.column_stack([ev["event_id"], ev["kind"], [first_sentence(t) for t in explanation],
                                   np.round(series.to_numpy()[flagged], 4), np.round(severity, 3)])
         traces.append(dict(
-            type=kind, x=candles.index[flagged], y=candles["close"].to_numpy()[flagged], mode="markers",
+            type=kind, x=_ms(candles.index[flagged]), y=candles["close"].to_numpy()[flagged], mode="markers",
             name=DETECTOR_LABELS.get(name, name), customdata=custom, xaxis="x", yaxis="y",
             marker=dict(symbol=SYMBOLS.get(name, "circle"), size=9, color=severity, cmin=0.5, cmax=1.0,
                         colorscale=SEVERITY_SCALE, line=dict(width=0.5, color="#333")),
-            hovertemplate=("%{x}<br><b>%{customdata[1]}</b> · severity %{customdata[4]}"
+            hovertemplate=("%{x|%Y-%m-%d %H:%M}<br><b>%{customdata[1]}</b> · severity %{customdata[4]}"
                            "<br>score %{customdata[3]}<br>%{customdata[2]}<extra>%{fullData.name}</extra>")))
     bar = _bar(candles)
     shapes = [dict(type="rect", xref="x", yref="paper", x0=start, x1=end + bar, y0=0, y1=1,

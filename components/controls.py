@@ -187,9 +187,10 @@ def render_detector_controls(sidebar=None) -> tuple[tuple[DetectorChoice, ...], 
 def slider_range(scores: pd.Series, default: float) -> tuple[float, float, float]:
     """A slider range in the score's unit that always contains ``default`` and the top scores."""
     finite = scores[np.isfinite(scores)]
-    top = float(finite.max()) if len(finite) else default * 2
+    # The 99.9th percentile, not the max: one bad tick (|z| over 100) would make the slider useless.
+    top = float(np.quantile(finite, 0.999)) if len(finite) else default * 2
     low = 0.0
-    high = max(default * 2.0, top * 1.05, 1e-6)
+    high = max(default * 2.5, top * 1.05, 1e-6)
     step = float(10 ** np.floor(np.log10(high / 200))) if high > 0 else 0.01
     return low, float(np.ceil(high / step) * step), step
 

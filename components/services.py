@@ -80,12 +80,27 @@ def explainer_config():
 
 def explain(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.DataFrame | None,
             progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
-    """Explanations for events. The SQLite cache in ``store`` makes repeats free."""
-    from explain import explain_events
+    """Events with explanations. Rows explained before in this session (same evidence, same
+    model) are reused, so a threshold change only explains the events it adds or changes;
+    the SQLite cache in ``store`` makes repeats across sessions free."""
     from components import state
+    from explain import OUTPUT_COLUMNS, explain_events
+    config = explainer_config()
     weight = st.session_state.get("_kept_" + state.JUDGE_WEIGHT, 0.4)
-    return explain_events(events, candles, headlines, config=explainer_config(), top_n=10,
-                          progress=progress, judge_weight=weight)
+    memo = st.session_state.setdefault("_explained", {})
+    if len(memo) > 20_000:
+        memo.clear()
+    evidence = events.drop(columns=[c for c in ("status", "note") if c in events.columns])
+    keys = [f"{config.model}|{config.enabled}|{weight}|{h}"
+            for h in pd.util.hash_pandas_object(evidence, index=False)]
+    todo = [i for i, key in enumerate(keys) if key not in memo]
+    if todo:
+        done = explain_events(events.iloc[todo], candles, headlines, config=config, top_n=10,
+                              progress=progress, judge_weight=weight)
+        for i, row in zip(todo, done[OUTPUT_COLUMNS].to_dict("records")):
+            memo[keys[i]] = row
+    explained = pd.DataFrame([memo[key] for key in keys], index=events.index, columns=OUTPUT_COLUMNS)
+    return events.drop(columns=[c for c in OUTPUT_COLUMNS if c in events.columns]).join(explained)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

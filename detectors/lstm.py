@@ -1,14 +1,15 @@
-"""LSTM autoencoder detector: candles whose recent window the model cannot reconstruct (detection layer).
+"""LSTM autoencoder detector (detection layer): candles whose recent window reconstructs badly.
 
 A Keras 3 encoder-decoder learns to reproduce sliding windows of scaled candle features on
-the span it is fitted on; a window that looks unlike that span reconstructs badly. TensorFlow
-is imported only inside ``fit``, ``score`` and ``load``, so importing this module (and listing
+the span it is fitted on; a window unlike that span reconstructs badly. TensorFlow is
+imported only when a model is trained or loaded, so importing this module (and listing
 detectors) stays light. Trained models are cached on disk under ``store.data_dir()/models``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import shutil
 import tempfile
@@ -56,6 +57,18 @@ def _import_keras():
     return keras
 
 
+def _real(value: Any) -> bool:
+    """A finite real number (True and False do not count)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _plain(value: Any) -> Any:
+    """JSON fallback: numpy scalars (e.g. a window of np.int64) become Python numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} cannot be written as JSON.")
+
+
 def _check_params(det: "LstmAutoencoderDetector") -> None:
     """Raise ValueError, saying what to change, for parameters no data can make valid."""
     def whole(value: Any, least: int) -> bool:
@@ -67,14 +80,13 @@ def _check_params(det: "LstmAutoencoderDetector") -> None:
         if not whole(getattr(det, name), least):
             raise ValueError(f"{name} must be a whole number, {least} or more; "
                              f"got {getattr(det, name)!r}.")
-    if not (isinstance(det.learning_rate, (int, float)) and det.learning_rate > 0):
+    if not (_real(det.learning_rate) and det.learning_rate > 0):
         raise ValueError(f"learning_rate must be a positive number such as 1e-3; "
                          f"got {det.learning_rate!r}.")
-    if not (isinstance(det.validation_split, (int, float)) and 0 <= det.validation_split < 1):
+    if not (_real(det.validation_split) and 0 <= det.validation_split < 1):
         raise ValueError(f"validation_split must be at least 0 and below 1, e.g. 0.2; "
                          f"got {det.validation_split!r}.")
-    if not (isinstance(det.threshold_percentile, (int, float))
-            and 0 < det.threshold_percentile < 100):
+    if not (_real(det.threshold_percentile) and 0 < det.threshold_percentile < 100):
         raise ValueError(f"threshold_percentile must be strictly between 0 and 100, e.g. 99; "
                          f"got {det.threshold_percentile!r}.")
     features = det.features
@@ -139,7 +151,8 @@ class LstmAutoencoderDetector(Detector):
         Any of "returns" (log close change), "log_volume_change", "range"
         ((high - low) / close) and "body" ((close - open) / open).
     random_state : int or None
-        Seed for weights and shuffling; with a seed, training is repeatable on CPU.
+        Seed for weights and shuffling; with a seed, training is repeatable on CPU
+        (None draws a fresh seed per fit).
     cache : bool
         Load a model trained earlier on the same data and parameters from disk instead of
         training again, and save newly trained ones there.
@@ -219,8 +232,10 @@ class LstmAutoencoderDetector(Detector):
 
     def _train(self, frame: pd.DataFrame, progress: Progress | None) -> None:
         keras = _import_keras()
-        if self.random_state is not None:
-            keras.utils.set_random_seed(int(self.random_state))
+        # Deterministic TensorFlow ops refuse to run unseeded, so None draws a fresh seed.
+        seed = (int(self.random_state) if self.random_state is not None
+                else int(np.random.SeedSequence().entropy % 2**31))
+        keras.utils.set_random_seed(seed)
         features = tuple(self.features)
         raw = _feature_matrix(frame, features)
         finite = np.isfinite(raw).all(axis=1)
@@ -239,13 +254,13 @@ class LstmAutoencoderDetector(Detector):
 
         model = self._build_model(keras, len(features))
         callbacks = [keras.callbacks.EarlyStopping(
-            monitor="val_loss" if n_val else "loss", patience=self.patience,
+            monitor="val_loss" if n_val else "loss", patience=int(self.patience),
             restore_best_weights=True)]
         if progress is not None:
             callbacks.append(_progress_callback(keras, progress, self.epochs))
-        history = model.fit(self._dataset(train, shuffle=True),
-                            validation_data=self._dataset(val, shuffle=False) if n_val else None,
-                            epochs=self.epochs, shuffle=False, callbacks=callbacks, verbose=0)
+        history = model.fit(self._dataset(train, shuffle_seed=seed),
+                            validation_data=self._dataset(val) if n_val else None,
+                            epochs=int(self.epochs), shuffle=False, callbacks=callbacks, verbose=0)
         errors = self._errors(model, samples)
         self.model_ = model
         self.scaler_ = scaler
@@ -254,23 +269,24 @@ class LstmAutoencoderDetector(Detector):
         self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
         self.epochs_trained_ = len(self.history_.get("loss", []))
 
-    def _dataset(self, windows: np.ndarray, shuffle: bool):
-        """Batches of (window, window) pairs; training batches are reshuffled every epoch
-        with the detector's seed (a plain pipeline: faster than Keras's array adapter)."""
+    def _dataset(self, windows: np.ndarray, shuffle_seed: int | None = None):
+        """Batches of (window, window) pairs, reshuffled every epoch when a seed is given
+        (a plain tf.data pipeline: faster than Keras's array adapter)."""
         import tensorflow as tf
 
         data = tf.data.Dataset.from_tensor_slices((windows, windows))
-        if shuffle:
-            data = data.shuffle(len(windows), seed=self.random_state)
-        return data.batch(self.batch_size)
+        if shuffle_seed is not None:
+            data = data.shuffle(len(windows), seed=shuffle_seed)
+        return data.batch(int(self.batch_size))
 
     def _build_model(self, keras, n_features: int):
         """Input(window, n) -> LSTM -> RepeatVector -> LSTM(sequences) -> per-step Dense(n)."""
         layers = keras.layers
-        inputs = keras.Input(shape=(self.window, n_features))
-        code = layers.LSTM(self.units)(inputs)
-        repeated = layers.RepeatVector(self.window)(code)
-        decoded = layers.LSTM(self.units, return_sequences=True)(repeated)
+        window, units = int(self.window), int(self.units)  # Keras rejects numpy integers
+        inputs = keras.Input(shape=(window, n_features))
+        code = layers.LSTM(units)(inputs)
+        repeated = layers.RepeatVector(window)(code)
+        decoded = layers.LSTM(units, return_sequences=True)(repeated)
         outputs = layers.TimeDistributed(layers.Dense(n_features))(decoded)
         model = keras.Model(inputs, outputs, name="lstm_autoencoder")
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
@@ -325,12 +341,16 @@ class LstmAutoencoderDetector(Detector):
                  "scaler_scale": self.scaler_.scale_.tolist(),
                  "threshold": self.threshold_, "history": self.history_,
                  "epochs_trained": self.epochs_trained_}
-        (folder / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+        (folder / STATE_FILE).write_text(json.dumps(state, indent=1, default=_plain),
+                                         encoding="utf-8")
         return folder
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LstmAutoencoderDetector":
-        """A fitted detector read from a folder written by ``save``; it scores identically."""
+        """A fitted detector read from a folder written by ``save``; it scores identically.
+
+        The model is read with Keras's safe mode, so a file cannot make it run code.
+        """
         state = json.loads((Path(path) / STATE_FILE).read_text(encoding="utf-8"))
         params = dict(state["params"])
         params["features"] = tuple(params["features"])
@@ -376,7 +396,7 @@ class LstmAutoencoderDetector(Detector):
                    "interval": str(frame.attrs.get("interval", "")), "params": params,
                    "start": frame.index[0].isoformat(), "end": frame.index[-1].isoformat(),
                    "rows": len(frame), "data": _fingerprint(frame)}
-        text = json.dumps(payload, sort_keys=True, default=str)
+        text = json.dumps(payload, sort_keys=True, default=_plain)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def _cache_dir(self, frame: pd.DataFrame) -> Path:
@@ -390,8 +410,10 @@ class LstmAutoencoderDetector(Detector):
         try:
             self.save(tmp)
             os.replace(tmp, entry)
-        except OSError:  # another process wrote the same entry first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:  # the cache is best effort; another process may have written it first
+            pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
 
 
 def _progress_callback(keras, progress: Progress, epochs: int):

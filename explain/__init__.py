@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FuturesTimeout, as_completed
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from explain.builtin import (NEWS_AFTER_HOURS, NEWS_WINDOW_HOURS, build_evidence,
@@ -55,21 +56,32 @@ def headlines_near(event: Mapping[str, Any],
         if isinstance(joined, str):
             return normalise_headlines(part for part in joined.split(" | ") if part.strip())
         return [] if "headlines" in event or "headline_count" in event else None
-    if headlines.empty:
-        return []
-    start, end = to_utc(event.get("start")), to_utc(event.get("end"))
-    if start is None:
-        return []
-    end = end or start
-    times = pd.to_datetime(headlines["timestamp"], utc=True)
-    keep = ((times >= start - pd.Timedelta(hours=NEWS_WINDOW_HOURS))
-            & (times <= end + pd.Timedelta(hours=NEWS_AFTER_HOURS)))
-    if "symbol" in headlines.columns and event.get("symbol"):
-        symbols = headlines["symbol"]
-        keep &= symbols.isna() | symbols.eq("") | symbols.eq(event["symbol"])
-    near = headlines.loc[keep].assign(time=times[keep])
-    near = near.iloc[(near["time"] - start).abs().argsort(kind="stable").to_numpy()]
-    return normalise_headlines(near.to_dict("records"))
+    return HeadlineWindow(headlines).near(event)
+
+
+class HeadlineWindow:
+    """Headlines indexed by time once, so each event's window is two binary searches."""
+
+    def __init__(self, headlines: pd.DataFrame) -> None:
+        frame = headlines.assign(timestamp=pd.to_datetime(headlines["timestamp"], utc=True))
+        frame = frame.sort_values("timestamp", kind="stable")
+        self._ns = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype("int64")
+        self._records = frame.assign(time=frame["timestamp"]).to_dict("records")
+        self._has_symbol = "symbol" in frame.columns
+
+    def near(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
+        start, end = to_utc(event.get("start")), to_utc(event.get("end"))
+        if start is None or not self._records:
+            return []
+        end = end or start
+        lo = self._ns.searchsorted((start - pd.Timedelta(hours=NEWS_WINDOW_HOURS)).value, side="left")
+        hi = self._ns.searchsorted((end + pd.Timedelta(hours=NEWS_AFTER_HOURS)).value, side="right")
+        rows = self._records[lo:hi]
+        symbol = event.get("symbol")
+        if self._has_symbol and symbol:
+            rows = [r for r in rows if not isinstance(r["symbol"], str) or r["symbol"] in ("", symbol)]
+        rows = sorted(rows, key=lambda r: abs(r["time"] - start))
+        return normalise_headlines(rows)
 
 
 def _candle_context(event: Mapping[str, Any], candles: pd.DataFrame | None) -> dict[str, float]:
@@ -85,15 +97,18 @@ def _candle_context(event: Mapping[str, Any], candles: pd.DataFrame | None) -> d
     start, end = to_utc(event.get("start")), to_utc(event.get("end"))
     if start is None:
         return {}
-    close = candles["close"]
+    index, close = candles.index, candles["close"].to_numpy()
     context: dict[str, float] = {}
-    upto_end = close.loc[:end or start]
-    before = close.loc[:(end or start) - pd.Timedelta(hours=24)]
-    if len(upto_end) and len(before) and before.iloc[-1] > 0:
-        context["change_24h_pct"] = 100.0 * (upto_end.iloc[-1] / before.iloc[-1] - 1.0)
-    returns = close.loc[:start].iloc[:-1].pct_change().dropna().iloc[-20:]
+    upto_end = index.searchsorted(end or start, side="right")          # bars up to the end
+    before = index.searchsorted((end or start) - pd.Timedelta(hours=24), side="right")
+    if upto_end and before and close[before - 1] > 0:
+        context["change_24h_pct"] = 100.0 * (close[upto_end - 1] / close[before - 1] - 1.0)
+    upto_start = index.searchsorted(start, side="right") - 1            # bars before the start
+    window = close[max(0, upto_start - 21):upto_start]
+    returns = window[1:] / window[:-1] - 1.0
+    returns = returns[np.isfinite(returns)]
     if len(returns) >= 5:
-        context["trailing_volatility_pct"] = 100.0 * float(returns.std())
+        context["trailing_volatility_pct"] = 100.0 * float(np.std(returns, ddof=1))
     return context
 
 
@@ -124,9 +139,9 @@ class _Event:
         return check_grounding(text, {**self.evidence, "headline_times": times})
 
 
-def _prepare(row: dict[str, Any], candles: pd.DataFrame | None,
-             headlines: pd.DataFrame | None) -> _Event:
-    near = headlines_near(row, headlines)
+def _prepare(row: dict[str, Any], candles: pd.DataFrame | None, headlines: pd.DataFrame | None,
+             window: HeadlineWindow | None) -> _Event:
+    near = window.near(row) if window is not None else headlines_near(row, headlines)
     evidence = build_evidence(row, near, _candle_context(row, candles))
     # The fingerprint covers what the explanation is written from, so a changed event
     # (new end, new headlines) is explained again rather than served stale from the cache.
@@ -189,7 +204,8 @@ def explain_events(events: pd.DataFrame, candles: pd.DataFrame | None = None,
     if max_workers < 1:
         raise ValueError(f"max_workers must be at least 1, got {max_workers!r}.")
     config = load_config() if config is None else config
-    items = [_prepare(row, candles, headlines) for row in events.to_dict("records")]
+    window = HeadlineWindow(headlines) if headlines is not None and not headlines.empty else None
+    items = [_prepare(row, candles, headlines, window) for row in events.to_dict("records")]
     to_model = _positions_for_model(events, config, top_n)
     models = [config.model if pos in to_model else BUILTIN_SOURCE for pos in range(len(items))]
     results: list[dict[str, Any]] = [{}] * len(items)

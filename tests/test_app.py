@@ -119,3 +119,30 @@ def test_every_page_runs_on_the_demo(page):
     at.run()
     at.switch_page(page).run()
     assert not at.exception, at.exception
+
+
+def test_sign_in_required_when_auth_is_configured():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32,
+                          "client_id": "id", "client_secret": "secret",
+                          "server_metadata_url": "https://example.invalid/.well-known/openid-configuration"}
+    at.run()
+    assert not at.exception
+    assert [b.label for b in at.button] == ["Sign in"]
+    assert not at.get("plotly_chart")
+
+
+def test_signed_in_user_sees_the_app_and_is_the_analyst():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32,
+                          "client_id": "id", "client_secret": "secret",
+                          "server_metadata_url": "https://example.invalid/.well-known/openid-configuration"}
+    at.user["is_logged_in"] = True
+    at.user["email"] = "ana@example.com"
+    at.session_state["_kept_start_date"] = dt.date(2024, 1, 1)
+    at.session_state["_kept_end_date"] = dt.date(2024, 2, 20)
+    at.run()
+    assert not at.exception
+    assert at.get("plotly_chart")
+    at.switch_page("pages/settings.py").run()
+    assert any("ana@example.com" in m.value for m in at.markdown)
