@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import detectors  # noqa: E402
 from data.demo import LABEL_KINDS, demo_market  # noqa: E402
 from detectors.ensemble import combine_severities  # noqa: E402
-from detectors.evaluate import evaluate  # noqa: E402
+from detectors.evaluation import evaluate  # noqa: E402
 
 SYMBOLS = ("DEMO", "DEMO-USD")
 INTERVALS = ("1h", "15m", "1d")

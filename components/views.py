@@ -39,12 +39,12 @@ def show_data_notes(candles: pd.DataFrame) -> None:
 
 
 def score_all(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorChoice, ...],
-              sidebar=None) -> tuple[dict, dict, dict]:
-    """Scores (cached), threshold sliders and units for the chosen detectors.
+              sidebar=None) -> tuple[dict, dict, dict, dict]:
+    """Scores (cached), the analyst's thresholds (sliders), default thresholds and units.
 
     A detector that fails shows its error and is left out; the rest of the page keeps working.
     """
-    scores, thresholds, units = {}, {}, {}
+    scores, thresholds, defaults, units = {}, {}, {}, {}
     box = sidebar or st.sidebar
     if chosen:
         box.subheader("Thresholds")
@@ -66,5 +66,6 @@ def score_all(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorC
             continue
         scores[det.name] = series
         units[det.name] = unit
+        defaults[det.name] = default
         thresholds[det.name] = controls.render_threshold_slider(det.name, unit, series, default, key, box)
-    return scores, thresholds, units
+    return scores, thresholds, defaults, units

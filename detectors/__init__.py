@@ -52,7 +52,7 @@ def create(name: str, **params: Any) -> Detector:
 def __getattr__(attr: str) -> Any:
     # Lazy re-exports keep `import detectors` light.
     lazy = {"to_events": "detectors.events", "combine_severities": "detectors.ensemble",
-            "evaluate": "detectors.evaluate"}
+            "evaluate": "detectors.evaluation"}
     if attr in lazy:
         return getattr(importlib.import_module(lazy[attr]), attr)
     raise AttributeError(attr)

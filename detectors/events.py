@@ -79,7 +79,8 @@ def default_thresholds(names) -> dict[str, float]:
 
 def to_events(candles: pd.DataFrame, scores: dict[str, pd.Series],
               thresholds: dict[str, float] | None = None, *, mode: str = "max", k: int = 2,
-              merge_gap: int = 2, symbol: str | None = None) -> pd.DataFrame:
+              merge_gap: int = 2, symbol: str | None = None,
+              reference: dict[str, float] | None = None) -> pd.DataFrame:
     """Group flagged bars into events with evidence; columns ``EVENT_COLUMNS``.
 
     Parameters
@@ -96,6 +97,11 @@ def to_events(candles: pd.DataFrame, scores: dict[str, pd.Series],
         Flagged bars at most this many unflagged bars apart belong to one event.
     symbol : str, optional
         Overrides ``candles.attrs["symbol"]``.
+    reference : dict of name -> float, optional
+        Cuts that calibrate the reported ``severity`` (normally each detector's default
+        threshold). ``thresholds`` decide what is flagged; ``reference`` how severe it is,
+        so moving an analyst's slider filters events without changing their severity (and
+        the explanations written from it). Missing names use ``thresholds``.
 
     Returns
     -------
@@ -118,6 +124,11 @@ def to_events(candles: pd.DataFrame, scores: dict[str, pd.Series],
     raw = pd.DataFrame({n: scores[n].reindex(candles.index) for n in names}, index=candles.index)
     severities = pd.DataFrame({n: severity(raw[n], cuts[n]) for n in names})
     combined = combine_severities({n: severities[n] for n in names}, mode=mode, k=k)
+    if reference:
+        reported = combine_severities({n: severity(raw[n], reference.get(n, cuts[n])) for n in names},
+                                      mode=mode, k=k)
+    else:
+        reported = combined
     starts, ends = flag_runs((combined >= 0.5).to_numpy(), merge_gap)
     if len(starts) == 0:
         return _empty_events()
@@ -138,7 +149,7 @@ def to_events(candles: pd.DataFrame, scores: dict[str, pd.Series],
         "detectors": [",".join(n for n, s in zip(names, row) if s >= 0.5) for row in sev_peak],
         "peak_detector": [names[j] for j in peak],
         "peak_score": raw_peak[np.arange(len(starts)), peak],
-        "severity": spans.max(combined.to_numpy()),
+        "severity": spans.max(reported.to_numpy()),
         "kind": kinds,
         **{c: evidence[c] for c in EVENT_COLUMNS[11:18]},
         "scores_json": [json.dumps({n: None if math.isnan(v) else round(float(v), 6)

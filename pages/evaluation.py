@@ -9,13 +9,13 @@ from components import controls, services, state
 from components.views import load_or_stop, score_all
 from data import DataError
 from detectors.backtest import backtest_avoid_anomalies
-from detectors.evaluate import best_threshold, evaluate, pr_curve, threshold_sweep
+from detectors.evaluation import best_threshold, evaluate, pr_curve, threshold_sweep
 
 st.title("Evaluation & backtest")
 choice = controls.render_data_controls()
 chosen, ensemble, _, _ = controls.render_detector_controls()
 candles = load_or_stop(choice)
-scores, thresholds, units = score_all(choice, candles, chosen)
+scores, thresholds, defaults, units = score_all(choice, candles, chosen)
 if not scores:
     st.info("Select at least one detector in the sidebar.")
     st.stop()
@@ -98,7 +98,7 @@ reduced = cols[1].slider("Reduced exposure", 0.0, 1.0, 0.5, 0.05, disabled=mode 
 position = cols[2].slider("Position (share of capital)", 0.1, 1.0, 1.0, 0.05)
 cost = cols[3].number_input("Cost per trade (%)", 0.0, 2.0, 0.1, 0.01) / 100
 slippage = cols[4].number_input("Slippage (%)", 0.0, 2.0, 0.05, 0.01) / 100
-events = detectors.to_events(candles, scores, thresholds, mode=ensemble.mode, k=ensemble.k)
+events = detectors.to_events(candles, scores, thresholds, mode=ensemble.mode, k=ensemble.k, reference=defaults)
 result = backtest_avoid_anomalies(candles, events, mode=mode, reduced_exposure=reduced, position=position,
                                   cost=cost, slippage=slippage)
 st.dataframe(result.metrics, width="stretch",

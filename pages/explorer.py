@@ -17,9 +17,9 @@ chosen, ensemble, news_on, explain_on = controls.render_detector_controls()
 candles = load_or_stop(choice)
 show_data_notes(candles)
 
-scores, thresholds, units = score_all(choice, candles, chosen)
+scores, thresholds, defaults, units = score_all(choice, candles, chosen)
 events = detectors.to_events(candles, scores, thresholds, mode=ensemble.mode, k=ensemble.k,
-                             symbol=candles.attrs.get("symbol")) if scores else None
+                             symbol=candles.attrs.get("symbol"), reference=defaults) if scores else None
 headlines = None
 if events is not None:
     try:

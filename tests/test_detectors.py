@@ -12,7 +12,7 @@ from pandas.testing import assert_frame_equal, assert_series_equal
 from sklearn.base import clone
 
 import detectors
-from detectors.evaluate import evaluate
+from detectors.evaluation import evaluate
 from detectors.features import rolling_zscore, trailing_center_scale, volume_ratio
 from detectors.zscore import IncrementalZScore, RollingZScoreDetector
 

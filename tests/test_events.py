@@ -247,3 +247,14 @@ def test_to_events_names_the_shape(kind):
 ])
 def test_classify_event_case_table(evidence, kind):
     assert classify_event(evidence) == kind
+
+
+def test_reference_keeps_severity_stable_when_the_threshold_moves():
+    frame = quiet_candles()
+    scores = {"zscore": spikes(frame, {60: 8.0, 120: 4.0})}
+    low = to_events(frame, scores, {"zscore": 3.0}, reference={"zscore": 5.0})
+    high = to_events(frame, scores, {"zscore": 6.0}, reference={"zscore": 5.0})
+    assert len(low) == 2 and len(high) == 1
+    shared = low.set_index("event_id").loc[high["event_id"], "severity"]
+    assert shared.tolist() == high["severity"].tolist() == [0.8]
+    assert low["severity"].min() == pytest.approx(0.4)   # flagged below the default cut: severity < 0.5
