@@ -79,7 +79,7 @@ def explainer_config():
 
 
 def explain(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.DataFrame | None,
-            progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
+            top_n: int = 10, progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
     """Events with explanations. Rows explained before in this session (same evidence, same
     model) are reused, so a threshold change only explains the events it adds or changes;
     the SQLite cache in ``store`` makes repeats across sessions free."""
@@ -91,11 +91,11 @@ def explain(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.DataFrame
     if len(memo) > 20_000:
         memo.clear()
     evidence = events.drop(columns=[c for c in ("status", "note") if c in events.columns])
-    keys = [f"{config.model}|{config.enabled}|{weight}|{h}"
+    keys = [f"{config.model}|{config.enabled}|{weight}|{top_n}|{h}"
             for h in pd.util.hash_pandas_object(evidence, index=False)]
     todo = [i for i, key in enumerate(keys) if key not in memo]
     if todo:
-        done = explain_events(events.iloc[todo], candles, headlines, config=config, top_n=10,
+        done = explain_events(events.iloc[todo], candles, headlines, config=config, top_n=top_n,
                               progress=progress, judge_weight=weight)
         for i, row in zip(todo, done[OUTPUT_COLUMNS].to_dict("records")):
             memo[keys[i]] = row

@@ -9,9 +9,9 @@ import streamlit as st
 from components import state
 from data.export import to_safe_csv
 
-TABLE_COLUMNS = ["start", "end", "kind", "severity", "detectors", "return_pct", "volume_ratio",
-                 "z_return", "z_volume", "headline_count", "explanation", "explanation_source",
-                 "grounded", "status"]
+TABLE_COLUMNS = ["start", "end", "kind", "severity", "combined_risk", "detectors", "return_pct",
+                 "volume_ratio", "z_return", "z_volume", "context_note", "explanation", "explanation_source",
+                 "grounded", "recommended_action", "status"]
 EXPORT_COLUMNS = ["event_id", "symbol", "interval", "start", "end", "n_bars", "kind", "severity",
                   "severity_raw", "detectors", "peak_detector", "peak_score", "price_before", "price_end",
                   "return_pct", "max_move_pct", "volume_ratio", "z_return", "z_volume", "scores_json",
@@ -37,6 +37,9 @@ def render_events_table(events: pd.DataFrame) -> pd.Series | None:
             "end": st.column_config.DatetimeColumn("End (UTC)", format="YYYY-MM-DD HH:mm"),
             "severity": st.column_config.ProgressColumn("Severity", min_value=0.0, max_value=1.0,
                                                         format="%.2f"),
+            "combined_risk": st.column_config.NumberColumn(
+                "Risk", format="%.2f", help="w × explainer risk + (1 − w) × severity; w is set in Settings."),
+            "context_note": st.column_config.TextColumn("News context"),
             "return_pct": st.column_config.NumberColumn("Return %", format="%+.2f"),
             "volume_ratio": st.column_config.NumberColumn("Vol ×", format="%.1f"),
             "z_return": st.column_config.NumberColumn("z ret", format="%+.1f"),

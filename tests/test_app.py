@@ -146,3 +146,37 @@ def test_signed_in_user_sees_the_app_and_is_the_analyst():
     assert at.get("plotly_chart")
     at.switch_page("pages/settings.py").run()
     assert any("ana@example.com" in m.value for m in at.markdown)
+
+
+def test_live_monitor_replays_demo_candles_without_refitting(monkeypatch):
+    import detectors.base as base
+    fits = []
+    original = base.Detector.fit
+    monkeypatch.setattr(base.Detector, "fit", lambda self, *a, **k: fits.append(1) or original(self, *a, **k))
+    at = new_app(live_on=True, detectors=["zscore"])
+    at.run()
+    at.run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["New candles this tick"] == "1"
+    assert len(fits) == 1      # the first render fitted once; live ticks only score
+
+
+def test_case_saved_from_explorer_appears_in_the_cases_page_with_audit():
+    at = new_app()
+    at.run()
+    at.session_state["events_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    form_status = next(s for s in at.selectbox if s.label == "Case status")
+    form_status.set_value("escalated")
+    next(b for b in at.button if "Save to case log" in b.label).click().run()
+    assert not at.exception
+    at.switch_page("pages/cases.py").run()
+    assert not at.exception
+    cases = at.dataframe[0].value
+    assert list(cases["status"]) == ["escalated"]
+    at.session_state["cases_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    trail = at.dataframe[1].value
+    assert "status" in set(trail["field"])
+    assert (trail["who"] == "analyst").all()
