@@ -40,6 +40,24 @@ def _ms(index) -> np.ndarray:
     return pd.DatetimeIndex(index).asi8 // 1_000_000
 
 
+def price_range(candles: pd.DataFrame) -> list[float]:
+    """A price axis that ignores bad ticks: the 0.2-99.8% quantiles of lows and highs, padded.
+
+    One x10 tick would otherwise flatten every real candle into a line; the bad tick stays
+    flagged in the table and its marker sits at the edge of the panel.
+    """
+    lo, hi = np.quantile(candles["low"], 0.002), np.quantile(candles["high"], 0.998)
+    pad = (hi - lo) * 0.06 or hi * 0.01
+    return [float(lo - pad), float(hi + pad)]
+
+
+def score_range(series: pd.Series, threshold: float) -> list[float]:
+    """A score axis that keeps the threshold line readable: extreme spikes are cut at the top."""
+    finite = series[np.isfinite(series)]
+    top = float(np.quantile(finite, 0.998)) if len(finite) else threshold
+    return [0.0, max(threshold * 2.5, top * 1.1)]
+
+
 def _event_lookup(index: pd.DatetimeIndex, events: pd.DataFrame) -> np.ndarray:
     """For each timestamp, the row position of the event covering it, or -1."""
     pos = np.full(len(index), -1)
@@ -87,6 +105,7 @@ def build_anomaly_figure(candles: pd.DataFrame, scores: dict[str, pd.Series],
         layout[f"yaxis{'' if i == 1 else i}"] = dict(domain=[lo, hi], anchor="x", automargin=True)
         annotations.append(dict(text=titles[i - 1], x=0, y=hi, xref="paper", yref="paper", showarrow=False,
                                 xanchor="left", yanchor="bottom", font=dict(size=12)))
+    layout["yaxis"]["range"] = price_range(candles)
     drawn = resample_for_drawing(candles)
     traces = [
         dict(type="candlestick", x=_ms(drawn.index), open=drawn["open"].to_numpy(), high=drawn["high"].to_numpy(),
@@ -103,7 +122,8 @@ def build_anomaly_figure(candles: pd.DataFrame, scores: dict[str, pd.Series],
         traces.append(dict(type=kind, x=_ms(series.index), y=series.to_numpy(), mode="lines", name=f"{name} score",
                            line=dict(width=1, color="#4a5d7e"), showlegend=False, xaxis="x", yaxis=f"y{row}",
                            hovertemplate="%{x|%Y-%m-%d %H:%M}<br>score %{y:.3g}<extra>" + name + "</extra>"))
-        traces.append(dict(type="scatter", x=[series.index[0], series.index[-1]], y=[threshold, threshold],
+        layout[f"yaxis{row}"]["range"] = score_range(series, threshold)
+        traces.append(dict(type="scatter", x=_ms([series.index[0], series.index[-1]]), y=[threshold, threshold],
                            mode="lines", line=dict(color="#c4161c", dash="dash", width=1), showlegend=False,
                            hoverinfo="skip", name=f"{name} threshold", xaxis="x", yaxis=f"y{row}"))
         flagged = np.flatnonzero((series > threshold).to_numpy() & (event_pos >= 0))

@@ -37,7 +37,7 @@ class DataChoice:
     interval: str
     start: dt.date
     end: dt.date
-    seed: int = 7
+    seed: int = 1
     category: str = "spot"
     csv_name: str = ""
     csv_bytes: bytes = b""
@@ -117,7 +117,7 @@ def render_data_controls(sidebar=None) -> DataChoice:
                 st.session_state[state.SYMBOL] = DEFAULT_SYMBOL["demo"]
             symbol = box.selectbox("Symbol", list(DEMO_SYMBOLS), key=state.SYMBOL,
                                    help="Synthetic markets with labelled manipulation events.")
-            state.remember(state.SEED, 7)
+            state.remember(state.SEED, 1)
             seed = int(box.number_input("Demo seed", 0, 10_000, key=state.SEED, step=1))
             state.keep(state.SEED)
         else:

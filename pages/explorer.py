@@ -54,7 +54,7 @@ if events is not None:
     if selected_ids:
         table_events = events[events["event_id"].isin(selected_ids)]
 
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
 c1.metric("Candles", f"{len(candles):,}")
 c2.metric("Events", 0 if events is None else len(events))
 c3.metric("Highest severity", "–" if events is None or not len(events) else f"{events['severity'].max():.2f}")

@@ -155,11 +155,12 @@ def test_live_monitor_replays_demo_candles_without_refitting(monkeypatch):
     monkeypatch.setattr(base.Detector, "fit", lambda self, *a, **k: fits.append(1) or original(self, *a, **k))
     at = new_app(live_on=True, detectors=["zscore"])
     at.run()
+    fitted = len(fits)         # 0 or 1: another test in this process may have fitted it already
     at.run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["New candles this tick"] == "1"
-    assert len(fits) == 1      # the first render fitted once; live ticks only score
+    assert fitted <= 1 and len(fits) == fitted   # live ticks only score
 
 
 def test_case_saved_from_explorer_appears_in_the_cases_page_with_audit():
