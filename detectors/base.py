@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
 
 
 def severity(scores: pd.Series, threshold: float) -> pd.Series:
@@ -53,11 +54,24 @@ class Detector(BaseEstimator):
 
     @property
     def threshold(self) -> float:
-        """Default cut in the score's unit (fitted detectors may refine it)."""
-        return float(getattr(self, "threshold_", self._default_threshold()))
+        """The default cut in the score's unit: the ``threshold`` parameter when a detector
+        has one and it is set, else the cut learned in ``fit`` (``threshold_``)."""
+        given = getattr(self, "_threshold", None)
+        if given is not None:
+            return float(given)
+        if hasattr(self, "threshold_"):
+            return float(self.threshold_)
+        raise NotFittedError(f"{type(self).__name__} learns its threshold from the data: call fit() "
+                             "first or pass threshold=.")
 
-    def _default_threshold(self) -> float:
-        raise NotImplementedError  # each subclass defines its default cut
+    @threshold.setter
+    def threshold(self, value: float | None) -> None:
+        self._threshold = value
+
+    def get_params(self, deep: bool = True) -> dict:
+        # The parameter as passed (None = learn it at fit), not the effective cut above.
+        return {name: self._threshold if name == "threshold" else getattr(self, name)
+                for name in self._get_param_names()}
 
     def severity(self, scores: pd.Series, threshold: float | None = None) -> pd.Series:
         return severity(scores, self.threshold if threshold is None else threshold)

@@ -53,25 +53,6 @@ class IsolationForestDetector(Detector):
         self.random_state = random_state
         self.threshold = threshold
 
-    @property
-    def threshold(self) -> float:
-        """The ``threshold`` parameter if set, else the cut learned in ``fit``."""
-        if self._threshold is not None:
-            return float(self._threshold)
-        if not hasattr(self, "threshold_"):
-            raise NotFittedError("Fit the Isolation Forest first (its default threshold is "
-                             "learned from the data), or pass threshold=.")
-        return float(self.threshold_)
-
-    @threshold.setter
-    def threshold(self, value: float | None) -> None:
-        self._threshold = value
-
-    def get_params(self, deep: bool = True) -> dict:
-        # The property answers the *effective* cut; parameters must report what was passed.
-        return {name: self._threshold if name == "threshold" else getattr(self, name)
-                for name in self._get_param_names()}
-
     def _fit(self, frame: pd.DataFrame) -> None:
         if not isinstance(self.window, (int, np.integer)) or self.window < 2:
             raise ValueError("window must be a whole number of bars, 2 or more; "

@@ -186,10 +186,6 @@ class LstmAutoencoderDetector(Detector):
         self.random_state = random_state
         self.cache = cache
 
-    def _default_threshold(self) -> float:
-        # Before fitting: an error of 1 on standardised features is no better than the mean.
-        return 1.0
-
     def min_candles(self) -> int:
         """Fewest candles ``fit`` accepts with these parameters (valid parameters assumed)."""
         return _warmup(tuple(self.features)) + self.window - 1 + self._min_windows()

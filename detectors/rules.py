@@ -65,15 +65,6 @@ class PumpDumpDetector(Detector):
         self.fall_bars = fall_bars
         self.threshold = threshold
 
-    @property
-    def threshold(self) -> float:
-        """The ``threshold`` parameter: the default cut in pump z."""
-        return self._threshold
-
-    @threshold.setter
-    def threshold(self, value: float) -> None:
-        self._threshold = value
-
     def _check_params(self) -> None:
         for name in ("window", "rise_bars", "fall_bars"):
             value = getattr(self, name)

@@ -88,25 +88,6 @@ class TextEmbeddingDetector(Detector):
         self.threshold = threshold
         self.random_state = random_state
 
-    @property
-    def threshold(self) -> float:
-        """The ``threshold`` parameter when given, else ``threshold_`` learned at fit."""
-        if self._threshold is not None:
-            return float(self._threshold)
-        if hasattr(self, "threshold_"):
-            return float(self.threshold_)
-        raise NotFittedError("The text detector learns its threshold from the reference "
-                             "headlines: call fit() first or pass threshold=.")
-
-    @threshold.setter
-    def threshold(self, value: float | None) -> None:
-        self._threshold = value
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        # The parameter as given (None = learn it at fit), not the effective cut.
-        return {name: self._threshold if name == "threshold" else getattr(self, name)
-                for name in self._get_param_names()}
-
     def _check_frame(self, frame: pd.DataFrame) -> None:
         if not isinstance(frame, pd.DataFrame):
             raise ValueError(f"{type(self).__name__} takes a DataFrame, got {type(frame).__name__}.")

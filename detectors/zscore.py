@@ -77,15 +77,6 @@ class RollingZScoreDetector(Detector):
         self.threshold = threshold
         self.min_periods = min_periods
 
-    @property
-    def threshold(self) -> float:
-        """The ``threshold`` parameter: the default cut in |z|."""
-        return self._threshold
-
-    @threshold.setter
-    def threshold(self, value: float) -> None:
-        self._threshold = value
-
     def _fit(self, frame: pd.DataFrame) -> None:
         _check_params(self.window, self.features, self.threshold, self.min_periods)
         if self.window >= len(frame):
