@@ -78,29 +78,57 @@ def explainer_config():
     return load_config(secrets())
 
 
-def explain(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.DataFrame | None,
-            top_n: int = 10, progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
-    """Events with explanations. Rows explained before in this session (same evidence, same
-    model) are reused, so a threshold change only explains the events it adds or changes;
-    the SQLite cache in ``store`` makes repeats across sessions free."""
+def enrich_events(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.DataFrame | None, *,
+                  data_key: str, news: bool, explain: bool, top_n: int = 10,
+                  progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
+    """Events with news context and explanations, memoised per event row in the session.
+
+    A threshold move changes only some events; the rest are served from the memo, so the
+    slider stays fast. With a model configured, the top N are chosen among the events not
+    explained yet. The SQLite cache in ``store`` makes repeats across sessions free too.
+    """
     from components import state
-    from explain import OUTPUT_COLUMNS, explain_events
+    from detectors.news_context import add_news_context
+    from explain import explain_events
+    if events.empty:
+        return events
     config = explainer_config()
     weight = st.session_state.get("_kept_" + state.JUDGE_WEIGHT, 0.4)
-    memo = st.session_state.setdefault("_explained", {})
+    news = news and headlines is not None and len(headlines) > 0
+    prefix = f"{data_key}|{news}|{explain}|{config.model}|{config.enabled}|{weight}|{top_n}"
+    memo = st.session_state.setdefault("_enriched", {})
     if len(memo) > 20_000:
         memo.clear()
-    evidence = events.drop(columns=[c for c in ("status", "note") if c in events.columns])
-    keys = [f"{config.model}|{config.enabled}|{weight}|{top_n}|{h}"
-            for h in pd.util.hash_pandas_object(evidence, index=False)]
+    keys = [f"{prefix}|{h}" for h in pd.util.hash_pandas_object(events, index=False)]
     todo = [i for i, key in enumerate(keys) if key not in memo]
     if todo:
-        done = explain_events(events.iloc[todo], candles, headlines, config=config, top_n=top_n,
-                              progress=progress, judge_weight=weight)
-        for i, row in zip(todo, done[OUTPUT_COLUMNS].to_dict("records")):
+        part = events.iloc[todo]
+        near = _headlines_around(headlines, part) if headlines is not None else None
+        if news:
+            part = add_news_context(part, near)
+        if explain:
+            part = explain_events(part, candles, near, config=config, top_n=top_n, progress=progress,
+                                  judge_weight=weight)
+        for i, row in zip(todo, part.to_dict("records")):
             memo[keys[i]] = row
-    explained = pd.DataFrame([memo[key] for key in keys], index=events.index, columns=OUTPUT_COLUMNS)
-    return events.drop(columns=[c for c in OUTPUT_COLUMNS if c in events.columns]).join(explained)
+    return pd.DataFrame([memo[key] for key in keys], index=events.index)
+
+
+def _headlines_around(headlines: pd.DataFrame, events: pd.DataFrame,
+                      before: pd.Timedelta = pd.Timedelta(hours=6),
+                      after: pd.Timedelta = pd.Timedelta(hours=1)) -> pd.DataFrame:
+    """Only the headlines inside some event's news window (6 h before its start to 1 h after
+    its end, the window news context and explanations use), so a few new events do not
+    re-read a year of news."""
+    import numpy as np
+    ordered = headlines.sort_values("timestamp", kind="stable")
+    times = pd.DatetimeIndex(pd.to_datetime(ordered["timestamp"], utc=True))
+    lo = times.searchsorted(pd.DatetimeIndex(events["start"]) - before, side="left")
+    hi = times.searchsorted(pd.DatetimeIndex(events["end"]) + after, side="right")
+    keep = np.zeros(len(ordered), dtype=bool)
+    for a, b in zip(lo, hi):
+        keep[a:b] = True
+    return ordered[keep]
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

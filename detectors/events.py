@@ -124,11 +124,10 @@ def to_events(candles: pd.DataFrame, scores: dict[str, pd.Series],
     raw = pd.DataFrame({n: scores[n].reindex(candles.index) for n in names}, index=candles.index)
     severities = pd.DataFrame({n: severity(raw[n], cuts[n]) for n in names})
     combined = combine_severities({n: severities[n] for n in names}, mode=mode, k=k)
+    calibrated = severities
     if reference:
-        reported = combine_severities({n: severity(raw[n], reference.get(n, cuts[n])) for n in names},
-                                      mode=mode, k=k)
-    else:
-        reported = combined
+        calibrated = pd.DataFrame({n: severity(raw[n], reference.get(n, cuts[n])) for n in names})
+    reported = combine_severities({n: calibrated[n] for n in names}, mode=mode, k=k)
     starts, ends = flag_runs((combined >= 0.5).to_numpy(), merge_gap)
     if len(starts) == 0:
         return _empty_events()
@@ -137,7 +136,8 @@ def to_events(candles: pd.DataFrame, scores: dict[str, pd.Series],
     spans = _Spans(starts, ends)
     sev_peak = spans.max(severities.to_numpy())          # (events, detectors), NaN if none
     raw_peak = spans.max(raw.to_numpy())
-    peak = np.argmax(np.nan_to_num(sev_peak, nan=-1.0), axis=1)
+    # The peak detector is judged on the calibrated severities, like ``severity`` itself.
+    peak = np.argmax(np.nan_to_num(spans.max(calibrated.to_numpy()), nan=-1.0), axis=1)
     evidence = _evidence(candles, spans)
     kinds = [classify_event({key: values[i] for key, values in evidence.items()})
              for i in range(len(starts))]

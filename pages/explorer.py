@@ -26,26 +26,23 @@ if events is not None:
         headlines = services.cached_headlines(choice)
     except DataError as exc:
         st.warning(f"Headlines unavailable: {exc}")
-    if news_on and headlines is not None and len(headlines):
-        from detectors.news_context import add_news_context
-        events = add_news_context(events, headlines)
-    if explain_on and len(events):
-        config = services.explainer_config()
-        if config.enabled:
-            top_n = int(st.sidebar.number_input(f"Explain the top N events with {config.model}", 0, 200, 10,
-                                                help="The rest get the built-in explanation. Answers are cached."))
-            with st.status(f"Explaining events with {config.model}…", expanded=False) as box:
-                bar = st.progress(0.0)
-                events = services.explain(events, candles, headlines, top_n=top_n,
-                                          progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
-                box.update(label="Explanations ready", state="complete")
-        else:
-            events = services.explain(events, candles, headlines)
+    config = services.explainer_config()
+    if explain_on and config.enabled and len(events):
+        top_n = int(st.sidebar.number_input(f"Explain the top N events with {config.model}", 0, 200, 10,
+                                            help="The rest get the built-in explanation. Answers are cached."))
+        with st.status(f"Explaining events with {config.model}…", expanded=False) as box:
+            bar = st.progress(0.0)
+            events = services.enrich_events(
+                events, candles, headlines, data_key=choice.key, news=news_on, explain=True, top_n=top_n,
+                progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
+            box.update(label="Explanations ready", state="complete")
+    else:
+        events = services.enrich_events(events, candles, headlines, data_key=choice.key, news=news_on,
+                                        explain=explain_on)
     events = services.with_case_status(events)
 
 labels = services.demo_labels(choice) if choice.source == "demo" else None
 selected_ids: set[str] = set()
-focus_event = None
 table_events = events
 if events is not None:
     picks = st.session_state.get(state.CHART, {}) or {}
