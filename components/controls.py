@@ -133,7 +133,7 @@ def render_data_controls(sidebar=None) -> DataChoice:
     start, end = DEMO_START, DEMO_END
     if source != "csv":
         default_range = (DEMO_START, DEMO_END) if source == "demo" else (
-            dt.date.today() - dt.timedelta(days=30), dt.date.today())
+            dt.date.today() - dt.timedelta(days=29), dt.date.today())
         state.remember(state.START, default_range[0])
         state.remember(state.END, default_range[1])
         cols = box.columns(2)

@@ -181,3 +181,48 @@ def test_case_saved_from_explorer_appears_in_the_cases_page_with_audit():
     trail = at.dataframe[1].value
     assert "status" in set(trail["field"])
     assert (trail["who"] == "analyst").all()
+
+
+def test_controls_keep_their_values_across_pages():
+    at = new_app()
+    at.run()
+    at.multiselect(key="detectors").set_value(["zscore", "isolation_forest"]).run()
+    at.switch_page("pages/settings.py").run()
+    at.switch_page("pages/explorer.py").run()
+    assert not at.exception
+    assert at.multiselect(key="detectors").value == ["zscore", "isolation_forest"]
+
+
+def test_selecting_points_on_the_chart_filters_the_table():
+    at = new_app()
+    at.run()
+    assert len(at.dataframe[0].value) > 1
+    event_id = _first_marker_event_id(at)
+    at.session_state["anomaly_chart"] = {"selection": {"points": [{"customdata": [event_id, "", "", 0, 0]}],
+                                                       "point_indices": [0], "box": [], "lasso": []}}
+    at.run()
+    assert not at.exception
+    assert len(at.dataframe[0].value) == 1
+    assert any("selected on the chart" in c.value for c in at.caption)
+
+
+def _first_marker_event_id(at: AppTest) -> str:
+    spec = chart_spec(at)
+    for trace in spec["data"]:
+        for row in trace.get("customdata") or []:
+            if isinstance(row, list) and row and isinstance(row[0], str) and len(row[0]) == 16:
+                return row[0]
+    raise AssertionError("no flagged marker carries an event id")
+
+
+def test_news_page_flags_promotional_headlines_and_threshold_filters():
+    at = new_app()
+    at.session_state["_kept_symbol"] = "PUMPCOIN"
+    at.run()
+    at.switch_page("pages/news.py").run()
+    assert not at.exception
+    flagged = int(next(m for m in at.metric if m.label == "Flagged").value)
+    assert flagged > 0
+    slider = at.slider[0]
+    slider.set_value(slider.max).run()
+    assert int(next(m for m in at.metric if m.label == "Flagged").value) < flagged
