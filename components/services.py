@@ -99,7 +99,8 @@ def enrich_events(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.Dat
     memo = st.session_state.setdefault("_enriched", {})
     if len(memo) > 20_000:
         memo.clear()
-    keys = [f"{prefix}|{h}" for h in pd.util.hash_pandas_object(events, index=False)]
+    # Within one data set an event row is fixed by its start (in the id), end and firing detectors.
+    keys = [f"{prefix}|{i}|{e.value}|{d}" for i, e, d in zip(events["event_id"], events["end"], events["detectors"])]
     todo = [i for i, key in enumerate(keys) if key not in memo]
     if todo:
         part = events.iloc[todo]

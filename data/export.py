@@ -23,6 +23,6 @@ def to_safe_csv(frame: pd.DataFrame) -> bytes:
             ts = pd.to_datetime(series, utc=True)
             out[col] = ts.dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         elif not pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-            out[col] = series.map(lambda v: neutralise_cell(v if not isinstance(v, (list, tuple))
-                                                            else "; ".join(map(str, v))))
+            out[col] = series.map(lambda v: neutralise_cell("; ".join(map(str, v))
+                                                            if isinstance(v, (list, tuple)) else v))
     return out.to_csv(index=False, lineterminator="\n").encode("utf-8")
