@@ -226,3 +226,22 @@ def test_news_page_flags_promotional_headlines_and_threshold_filters():
     slider = at.slider[0]
     slider.set_value(slider.max).run()
     assert int(next(m for m in at.metric if m.label == "Flagged").value) < flagged
+
+
+@pytest.mark.parametrize("source, symbol", [("yahoo", "AAPL"), ("bybit", "BTCUSDT")])
+def test_network_failure_is_a_message_in_the_page(monkeypatch, source, symbol):
+    import importlib
+
+    from data.cached import SourceUnavailableError
+    module = importlib.import_module(f"data.{source}")
+
+    def offline(query, progress=None, **kwargs):
+        raise SourceUnavailableError(f"Cannot reach {source} (no network?)")
+
+    monkeypatch.setattr(module, "fetch_raw", offline)
+    at = new_app(source=source, symbol=symbol)
+    at.run()
+    assert not at.exception
+    assert any("Cannot load data" in e.value and "no network" in e.value for e in at.error)
+    at.switch_page("pages/settings.py").run()      # the rest of the app keeps working
+    assert not at.exception
