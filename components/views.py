@@ -69,3 +69,27 @@ def score_all(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorC
         defaults[det.name] = default
         thresholds[det.name] = controls.render_threshold_slider(det.name, unit, series, default, key, box)
     return scores, thresholds, defaults, units
+
+
+def enrich_events(choice: DataChoice, candles: pd.DataFrame, events: pd.DataFrame, *, news: bool,
+                  explain: bool) -> pd.DataFrame:
+    """Events with news context, explanations (a progress bar when a model writes them) and case status."""
+    headlines = None
+    try:
+        headlines = services.cached_headlines(choice)
+    except DataError as exc:
+        st.warning(f"Headlines unavailable: {exc}")
+    config = services.explainer_config()
+    if explain and config.enabled and len(events):
+        top_n = int(st.sidebar.number_input(f"Explain the top N events with {config.model}", 0, 200, 10,
+                                            help="The rest get the built-in explanation. Answers are cached."))
+        with st.status(f"Explaining events with {config.model}…", expanded=False) as box:
+            bar = st.progress(0.0)
+            events = services.enrich_events(
+                events, candles, headlines, data_key=choice.key, news=news, explain=True, top_n=top_n,
+                progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
+            box.update(label="Explanations ready", state="complete")
+    else:
+        events = services.enrich_events(events, candles, headlines, data_key=choice.key, news=news,
+                                        explain=explain)
+    return services.with_case_status(events)

@@ -8,8 +8,7 @@ import detectors
 from components import controls, services, state, tables
 from components.charts import build_anomaly_figure
 from components.live import render_live_monitor
-from components.views import load_or_stop, score_all, show_data_notes
-from data import DataError
+from components.views import enrich_events, load_or_stop, score_all, show_data_notes
 
 st.title("Explorer")
 choice = controls.render_data_controls()
@@ -20,26 +19,8 @@ show_data_notes(candles)
 scores, thresholds, defaults, units = score_all(choice, candles, chosen)
 events = detectors.to_events(candles, scores, thresholds, mode=ensemble.mode, k=ensemble.k,
                              symbol=candles.attrs.get("symbol"), reference=defaults) if scores else None
-headlines = None
 if events is not None:
-    try:
-        headlines = services.cached_headlines(choice)
-    except DataError as exc:
-        st.warning(f"Headlines unavailable: {exc}")
-    config = services.explainer_config()
-    if explain_on and config.enabled and len(events):
-        top_n = int(st.sidebar.number_input(f"Explain the top N events with {config.model}", 0, 200, 10,
-                                            help="The rest get the built-in explanation. Answers are cached."))
-        with st.status(f"Explaining events with {config.model}…", expanded=False) as box:
-            bar = st.progress(0.0)
-            events = services.enrich_events(
-                events, candles, headlines, data_key=choice.key, news=news_on, explain=True, top_n=top_n,
-                progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
-            box.update(label="Explanations ready", state="complete")
-    else:
-        events = services.enrich_events(events, candles, headlines, data_key=choice.key, news=news_on,
-                                        explain=explain_on)
-    events = services.with_case_status(events)
+    events = enrich_events(choice, candles, events, news=news_on, explain=explain_on)
 
 labels = services.demo_labels(choice) if choice.source == "demo" else None
 selected_ids: set[str] = set()
@@ -92,5 +73,5 @@ if selected is not None:
         tables.render_case_actions(selected)
 else:
     st.caption("Select a row to zoom the chart to the event and see its evidence and explanation.")
-tables.render_exports(events, fig, f"{candles.attrs.get('symbol', 'events')}-{choice.interval}")
+tables.render_exports(table_events, fig, f"{candles.attrs.get('symbol', 'events')}-{choice.interval}")
 render_live_monitor(choice, candles, chosen, thresholds)
