@@ -73,11 +73,11 @@ def render_live_monitor(choice: DataChoice, candles: pd.DataFrame, chosen: tuple
     live_key = f"live::{choice.key}"
     if live_key not in st.session_state:
         st.session_state[live_key] = _start_live(choice, candles)
-    z_cut = thresholds.get("zscore", 3.0)
-    others = [d for d in chosen if d.name != "zscore" and d.name in thresholds]
-
     @st.fragment(run_every=every)
     def live_panel() -> None:
+        cuts = st.session_state.get(state.CUTS, thresholds)   # the sliders may have moved since
+        z_cut = cuts.get("zscore", 3.0)
+        others = [d for d in chosen if d.name != "zscore" and d.name in cuts]
         live = st.session_state[live_key]
         try:
             new = _fetch_new(choice, live)
@@ -96,7 +96,7 @@ def render_live_monitor(choice: DataChoice, candles: pd.DataFrame, chosen: tuple
                 model = services.fitted_detector(services.fit_key(choice, det), candles, det.name, det.params)
                 tail_scores = model.score(live["tail"]).loc[new.index]
                 for ts, value in tail_scores.items():
-                    if value > thresholds[det.name]:
+                    if value > cuts[det.name]:
                         live["alerts"].append({"time": ts, "detector": det.name, "score": round(float(value), 3),
                                                "close": new.at[ts, "close"], "volume": new.at[ts, "volume"]})
         live["ticks"] += 1

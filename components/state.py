@@ -29,6 +29,7 @@ ANALYST = "analyst_name"
 EMBEDDER = "embedder"
 JUDGE_WEIGHT = "judge_weight"
 FOCUS_TIME = "focus_time"          # set by other pages to open the Explorer at a time
+CUTS = "current_thresholds"        # the Explorer's thresholds, read by the live fragment on each tick
 _SHADOW = "_kept_"
 
 

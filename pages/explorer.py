@@ -16,62 +16,71 @@ chosen, ensemble, news_on, explain_on = controls.render_detector_controls()
 candles = load_or_stop(choice)
 show_data_notes(candles)
 
-scores, thresholds, defaults, units = score_all(choice, candles, chosen)
-events = detectors.to_events(candles, scores, thresholds, mode=ensemble.mode, k=ensemble.k,
-                             symbol=candles.attrs.get("symbol"), reference=defaults) if scores else None
-if events is not None:
-    events = enrich_events(choice, candles, events, news=news_on, explain=explain_on)
 
-labels = services.demo_labels(choice) if choice.source == "demo" else None
-selected_ids: set[str] = set()
-table_events = events
-if events is not None:
-    picks = st.session_state.get(state.CHART, {}) or {}
-    points = (picks.get("selection") or {}).get("points", []) if isinstance(picks, dict) else []
-    selected_ids = {p["customdata"][0] for p in points if p.get("customdata")}
+@st.fragment
+def analysis() -> dict:
+    """Thresholds, events, chart, table and export: a slider or a selection reruns only this."""
+    scores, thresholds, defaults, units = score_all(choice, candles, chosen)
+    events = detectors.to_events(candles, scores, thresholds, mode=ensemble.mode, k=ensemble.k,
+                                 symbol=candles.attrs.get("symbol"), reference=defaults) if scores else None
+    if events is not None:
+        events = enrich_events(choice, candles, events, news=news_on, explain=explain_on)
+
+    labels = services.demo_labels(choice) if choice.source == "demo" else None
+    selected_ids: set[str] = set()
+    table_events = events
+    if events is not None:
+        picks = st.session_state.get(state.CHART, {}) or {}
+        points = (picks.get("selection") or {}).get("points", []) if isinstance(picks, dict) else []
+        selected_ids = {p["customdata"][0] for p in points if p.get("customdata")}
+        if selected_ids:
+            table_events = events[events["event_id"].isin(selected_ids)]
+
+    c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
+    c1.metric("Candles", f"{len(candles):,}")
+    c2.metric("Events", 0 if events is None else len(events))
+    c3.metric("Highest severity", "–" if events is None or not len(events) else f"{events['severity'].max():.2f}")
+    c4.metric("Top kind", "–" if events is None or not len(events) else events["kind"].mode().iat[0].replace("_", " "))
+
+    chart_slot = st.empty()
+    if events is None:
+        st.info("Select at least one detector in the sidebar to flag anomalies.")
+        fig = build_anomaly_figure(candles, {}, {}, pd.DataFrame(columns=["start", "end"]), labels=labels,
+                                   revision=choice.key)
+        chart_slot.plotly_chart(fig, key=state.CHART, on_select="ignore")
+        return {}
+
+    st.subheader("Events")
     if selected_ids:
-        table_events = events[events["event_id"].isin(selected_ids)]
+        st.caption(f"Showing the {len(table_events)} event(s) selected on the chart. Clear the chart "
+                   "selection (double-click) to see all.")
+    selected = tables.render_events_table(table_events)
+    focus = None
+    focus_time = st.session_state.get(state.FOCUS_TIME)
+    if focus_time is not None and selected is None:
+        around = services.bar_length(candles) * 48
+        focus = (focus_time - around, focus_time + around)
+        cols = st.columns([4, 1])
+        cols[0].caption(f"Zoomed to {focus_time:%Y-%m-%d %H:%M} UTC (opened from a headline).")
+        if cols[1].button("Show the whole range"):
+            st.session_state.pop(state.FOCUS_TIME)
+            st.rerun()
+    if selected is not None:
+        pad = (selected["end"] - selected["start"]) * 3 + pd.Timedelta(services.bar_length(candles) * 24)
+        focus = (selected["start"] - pad, selected["end"] + pad)
+    fig = build_anomaly_figure(candles, scores, thresholds, events, labels=labels, units=units, focus=focus,
+                               revision=choice.key + str(focus[0] if focus else ""))
+    chart_slot.plotly_chart(fig, key=state.CHART, on_select="rerun", selection_mode=("points", "box"))
+    if selected is not None:
+        with st.container(border=True):
+            tables.render_event_panel(selected)
+            tables.render_case_actions(selected)
+    else:
+        st.caption("Select a row to zoom the chart to the event and see its evidence and explanation.")
+    tables.render_exports(table_events, fig, f"{candles.attrs.get('symbol', 'events')}-{choice.interval}")
+    st.session_state[state.CUTS] = thresholds
+    return thresholds
 
-c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
-c1.metric("Candles", f"{len(candles):,}")
-c2.metric("Events", 0 if events is None else len(events))
-c3.metric("Highest severity", "–" if events is None or not len(events) else f"{events['severity'].max():.2f}")
-c4.metric("Top kind", "–" if events is None or not len(events) else events["kind"].mode().iat[0].replace("_", " "))
 
-chart_slot = st.empty()
-if events is None:
-    st.info("Select at least one detector in the sidebar to flag anomalies.")
-    fig = build_anomaly_figure(candles, {}, {}, pd.DataFrame(columns=["start", "end"]), labels=labels,
-                               revision=choice.key)
-    chart_slot.plotly_chart(fig, key=state.CHART, on_select="ignore")
-    st.stop()
-
-st.subheader("Events")
-if selected_ids:
-    st.caption(f"Showing the {len(table_events)} event(s) selected on the chart. Clear the chart "
-               "selection (double-click) to see all.")
-selected = tables.render_events_table(table_events)
-focus = None
-focus_time = st.session_state.get(state.FOCUS_TIME)
-if focus_time is not None and selected is None:
-    around = services.bar_length(candles) * 48
-    focus = (focus_time - around, focus_time + around)
-    cols = st.columns([4, 1])
-    cols[0].caption(f"Zoomed to {focus_time:%Y-%m-%d %H:%M} UTC (opened from a headline).")
-    if cols[1].button("Show the whole range"):
-        st.session_state.pop(state.FOCUS_TIME)
-        st.rerun()
-if selected is not None:
-    pad = (selected["end"] - selected["start"]) * 3 + pd.Timedelta(services.bar_length(candles) * 24)
-    focus = (selected["start"] - pad, selected["end"] + pad)
-fig = build_anomaly_figure(candles, scores, thresholds, events, labels=labels, units=units, focus=focus,
-                           revision=choice.key + str(focus[0] if focus else ""))
-chart_slot.plotly_chart(fig, key=state.CHART, on_select="rerun", selection_mode=("points", "box"))
-if selected is not None:
-    with st.container(border=True):
-        tables.render_event_panel(selected)
-        tables.render_case_actions(selected)
-else:
-    st.caption("Select a row to zoom the chart to the event and see its evidence and explanation.")
-tables.render_exports(table_events, fig, f"{candles.attrs.get('symbol', 'events')}-{choice.interval}")
+thresholds = analysis()
 render_live_monitor(choice, candles, chosen, thresholds)
