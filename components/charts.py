@@ -156,7 +156,10 @@ def build_anomaly_figure(candles: pd.DataFrame, scores: dict[str, pd.Series],
                         for start, kind in zip(labels["start"], labels["kind"])]
     layout["shapes"], layout["annotations"] = shapes, annotations
     if focus is not None:
-        layout["xaxis"]["range"] = [focus[0], focus[1]]
+        layout["xaxis"]["range"] = [_ms([focus[0]])[0], _ms([focus[1]])[0]]
+        window = candles.loc[focus[0]:focus[1]]
+        if len(window):
+            layout["yaxis"]["range"] = price_range(window)
     return go.Figure(dict(data=traces, layout=layout), _validate=False)
 
 

@@ -63,8 +63,8 @@ def render_event_panel(event: pd.Series) -> None:
         st.caption("Evidence")
         rows = [(label, event[f]) for f, label in EVIDENCE_FIELDS if f in event and pd.notna(event[f])]
         scores = json.loads(event["scores_json"]) if event.get("scores_json") else {}
-        rows += [(f"Peak score: {name}", value) for name, value in scores.items()]
-        st.dataframe(pd.DataFrame(rows, columns=["evidence", "value"]).astype({"value": str}),
+        rows += [(f"Peak score: {name}", value) for name, value in scores.items() if value is not None]
+        st.dataframe(pd.DataFrame([(label, _plain(value)) for label, value in rows], columns=["evidence", "value"]),
                      hide_index=True, width="stretch")
     with right:
         if "explanation" in event and event["explanation"]:
@@ -78,11 +78,18 @@ def render_event_panel(event: pd.Series) -> None:
                 st.caption(f"Built-in explanation used: {event['fallback_reason']}")
             if event.get("recommended_action"):
                 st.text(f"Recommended action: {event['recommended_action']} · confidence "
-                        f"{event.get('confidence', '')} · model risk {event.get('risk_score', float('nan')):.2f}")
+                        f"{event.get('confidence', '')} · explainer risk {event.get('risk_score', float('nan')):.2f}")
         if event.get("headlines"):
             st.caption("Headlines near the event (untrusted text)")
-            for line in str(event["headlines"]).split(" | "):
+            for line in dict.fromkeys(str(event["headlines"]).split(" | ")):
                 st.text(line)
+
+
+def _plain(value) -> str:
+    """Evidence as an analyst reads it: 4 significant digits, thousands separated."""
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.4g}"
+    return str(value)
 
 
 def export_frame(events: pd.DataFrame) -> pd.DataFrame:
