@@ -223,6 +223,10 @@ def _describe(kind: str, evidence: Mapping[str, Any], parts: Mapping[str, str]) 
         phrases += [f"volume {parts['vol']} the trailing median"] if "vol" in parts else []
         phrases += [f"peak score {parts['peak']}"] if "peak" in parts else []
         return ", ".join(phrases) + "."
+    if kind == "pump_and_dump" and (evidence.get("max_move_pct") or 0.0) <= 0:
+        # Flagged at the dump: the run-up came before the event, the event itself is the fall.
+        text = (f"Price moved {parts['ret']} over {parts['bars']} on volume {parts['vol']} the trailing "
+                "median, reversing a run-up before it — the dump leg of a pump and dump.")
     if kind == "volume_surge":
         quiet = abs(evidence.get("return_pct", 0.0)) < 1.0
         text += (" — heavy trading without a price change, typical of wash trading." if quiet
@@ -257,6 +261,8 @@ def _news_sentence(evidence: Mapping[str, Any], headlines: list[dict[str, Any]],
             sentence = f"The headline {quoted} appeared during the move"
         if evidence.get("news_driven"):
             sentence += ", so the move may be news-driven (less suspicious)"
+        elif "news_driven" in evidence:
+            sentence += ", which is not a catalyst for a move like this"
         return sentence + "."
     if evidence.get("headline_count"):
         return f"{_formatted(evidence)['headlines'].capitalize()} nearby."
