@@ -296,3 +296,12 @@ def test_library_does_not_import_streamlit():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_pump_and_dump_flagged_at_the_dump_is_described_as_the_dump():
+    event = make_event(kind="pump_and_dump", return_pct=-4.3, max_move_pct=-4.3, n_bars=1,
+                       end=START)
+    result = explain_builtin(event, None)
+    assert "dump leg" in result["explanation"] and "ran up" not in result["explanation"]
+    grounded, unverified = check_grounding(result["explanation"], build_evidence(event))
+    assert grounded, unverified
