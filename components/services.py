@@ -74,8 +74,13 @@ def cached_headlines(choice: DataChoice) -> pd.DataFrame:
 
 
 def explainer_config():
-    from explain import load_config
-    return load_config(secrets())
+    """The explainer's settings; a broken setting shows a warning and keeps the built-in explainer."""
+    from explain import ExplainerConfig, load_config
+    try:
+        return load_config(secrets())
+    except ValueError as exc:
+        st.warning(f"{exc} Using the built-in explainer until this is fixed.")
+        return ExplainerConfig()
 
 
 def enrich_events(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.DataFrame | None, *,

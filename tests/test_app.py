@@ -245,3 +245,25 @@ def test_network_failure_is_a_message_in_the_page(monkeypatch, source, symbol):
     assert any("Cannot load data" in e.value and "no network" in e.value for e in at.error)
     at.switch_page("pages/settings.py").run()      # the rest of the app keeps working
     assert not at.exception
+
+
+def test_settings_show_the_active_model_but_never_the_key():
+    secret = "sk-test-DO-NOT-SHOW-1234567890"
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.secrets["OPENAI_API_KEY"] = secret
+    at.secrets["OPENAI_MODEL"] = "gpt-test-mini"
+    at.run()
+    at.switch_page("pages/settings.py").run()
+    assert not at.exception
+    shown = " ".join(str(e.value) for kind in ("markdown", "caption", "text", "text_input")
+                     for e in getattr(at, kind))
+    assert "gpt-test-mini" in shown
+    assert secret not in shown
+
+
+def test_a_broken_timeout_setting_is_a_warning_not_a_crash(monkeypatch):
+    monkeypatch.setenv("OPENAI_TIMEOUT", "soon")
+    at = new_app()
+    at.run()
+    assert not at.exception
+    assert any("OPENAI_TIMEOUT" in w.value for w in at.warning)
