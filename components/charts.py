@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 
 from components.controls import DETECTOR_LABELS
 
-MAX_CANDLES_DRAWN = 6000      # beyond this, candles are resampled for drawing (scores stay exact)
+MAX_CANDLES_DRAWN = 2000      # beyond this, candles are resampled for drawing (scores stay exact)
 WEBGL_FROM = 3000             # score lines and markers switch to WebGL traces above this length
 SYMBOLS = {"zscore": "circle", "isolation_forest": "diamond", "pump_dump": "triangle-up",
            "lstm_autoencoder": "square", "ensemble": "star"}
@@ -107,13 +107,19 @@ def build_anomaly_figure(candles: pd.DataFrame, scores: dict[str, pd.Series],
                                 xanchor="left", yanchor="bottom", font=dict(size=12)))
     layout["yaxis"]["range"] = price_range(candles)
     drawn = resample_for_drawing(candles)
+    if focus is not None:   # full resolution around the focused event, coarse elsewhere
+        inside = (drawn.index >= focus[0]) & (drawn.index <= focus[1])
+        drawn = pd.concat([drawn[~inside], candles.loc[focus[0]:focus[1]]]).sort_index()
+    volume_kind = "bar" if len(drawn) <= 600 else "scattergl"   # thousands of SVG bars redraw slowly
     traces = [
         dict(type="candlestick", x=_ms(drawn.index), open=drawn["open"].to_numpy(), high=drawn["high"].to_numpy(),
              low=drawn["low"].to_numpy(), close=drawn["close"].to_numpy(), name="Price", showlegend=False,
              increasing=dict(line=dict(color="#26a269")), decreasing=dict(line=dict(color="#c01c28")),
              xaxis="x", yaxis="y"),
-        dict(type="bar", x=_ms(drawn.index), y=drawn["volume"].to_numpy(), name="Volume", showlegend=False,
-             marker=dict(color="#8a97ab"), xaxis="x", yaxis="y2"),
+        dict(type=volume_kind, x=_ms(drawn.index), y=drawn["volume"].to_numpy(), name="Volume",
+             showlegend=False, xaxis="x", yaxis="y2",
+             **({"marker": dict(color="#8a97ab")} if volume_kind == "bar" else
+                {"mode": "lines", "fill": "tozeroy", "line": dict(color="#8a97ab", width=1, shape="hv")})),
     ]
     event_pos = _event_lookup(candles.index, events)
     for row, name in enumerate(names, start=3):
