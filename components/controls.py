@@ -97,10 +97,8 @@ def render_data_controls(sidebar=None) -> DataChoice:
     """Source, symbol, interval and date range, remembered across pages."""
     box = sidebar or st.sidebar
     box.subheader("Data")
-    state.remember(state.SOURCE, "demo")
     source = box.selectbox("Source", list(SOURCE_LABELS), format_func=SOURCE_LABELS.get,
-                           key=state.SOURCE)
-    state.keep(state.SOURCE)
+                           **state.kept(state.SOURCE, "demo"))
     csv_name, csv_bytes, seed, category = "", b"", 7, "spot"
     if source == "csv":
         upload = box.file_uploader("Candles CSV", type=["csv", "txt"], key=state.CSV_UPLOAD,
@@ -110,37 +108,27 @@ def render_data_controls(sidebar=None) -> DataChoice:
             csv_name, csv_bytes = upload.name, upload.getvalue()
         symbol = csv_name.rsplit(".", 1)[0] if csv_name else ""
     else:
-        state.remember(state.SYMBOL, DEFAULT_SYMBOL[source])
         if source == "demo":
             from data.demo import DEMO_SYMBOLS
-            if st.session_state[state.SYMBOL] not in DEMO_SYMBOLS:
-                st.session_state[state.SYMBOL] = DEFAULT_SYMBOL["demo"]
-            symbol = box.selectbox("Symbol", list(DEMO_SYMBOLS), key=state.SYMBOL,
+            if state.value(state.SYMBOL) not in DEMO_SYMBOLS:
+                state.set_value(state.SYMBOL, DEFAULT_SYMBOL["demo"])
+            symbol = box.selectbox("Symbol", list(DEMO_SYMBOLS), **state.kept(state.SYMBOL, DEFAULT_SYMBOL[source]),
                                    help="Synthetic markets with labelled manipulation events.")
-            state.remember(state.SEED, 1)
-            seed = int(box.number_input("Demo seed", 0, 10_000, key=state.SEED, step=1))
-            state.keep(state.SEED)
+            seed = int(box.number_input("Demo seed", 0, 10_000, step=1, **state.kept(state.SEED, 1)))
         else:
-            symbol = box.text_input("Symbol", key=state.SYMBOL,
+            symbol = box.text_input("Symbol", **state.kept(state.SYMBOL, DEFAULT_SYMBOL[source]),
                                     help="Yahoo: AAPL, SPY, ^GSPC, EURUSD=X, BTC-USD. Bybit: BTCUSDT.")
             symbol = symbol.strip().upper()
-        state.keep(state.SYMBOL)
         if source == "bybit":
             category = box.selectbox("Category", ["spot", "linear", "inverse"], key="bybit_category")
-    state.remember(state.INTERVAL, "1h")
-    interval = box.selectbox("Interval", INTERVAL_CHOICES, key=state.INTERVAL)
-    state.keep(state.INTERVAL)
+    interval = box.selectbox("Interval", INTERVAL_CHOICES, **state.kept(state.INTERVAL, "1h"))
     start, end = DEMO_START, DEMO_END
     if source != "csv":
         default_range = (DEMO_START, DEMO_END) if source == "demo" else (
             dt.date.today() - dt.timedelta(days=29), dt.date.today())
-        state.remember(state.START, default_range[0])
-        state.remember(state.END, default_range[1])
         cols = box.columns(2)
-        start = cols[0].date_input("From", key=state.START)
-        end = cols[1].date_input("To", key=state.END)
-        state.keep(state.START)
-        state.keep(state.END)
+        start = cols[0].date_input("From", **state.kept(state.START, default_range[0]))
+        end = cols[1].date_input("To", **state.kept(state.END, default_range[1]))
     return DataChoice(source, symbol, interval, start, end, seed, category, csv_name, csv_bytes)
 
 
@@ -148,39 +136,30 @@ def render_detector_controls(sidebar=None) -> tuple[tuple[DetectorChoice, ...], 
     """Detector multiselect with per-detector parameters, ensemble mode and toggles."""
     box = sidebar or st.sidebar
     box.subheader("Detectors")
-    state.remember(state.DETECTORS, ["zscore", "pump_dump"])
     names = box.multiselect("Detectors", list(DETECTOR_PARAMS), format_func=DETECTOR_LABELS.get,
-                            key=state.DETECTORS,
+                            **state.kept(state.DETECTORS, ["zscore", "pump_dump"]),
                             help="The LSTM autoencoder trains a TensorFlow model on the loaded data.")
-    state.keep(state.DETECTORS)
     choices = []
     for name in names:
         with box.expander(f"{DETECTOR_LABELS[name]} parameters"):
             params = []
             for spec in DETECTOR_PARAMS[name]:
                 key = f"param::{name}::{spec.name}"
-                state.remember(key, int(spec.default))
                 value = st.number_input(spec.label, int(spec.low), int(spec.high), step=int(spec.step),
-                                        key=key)
-                state.keep(key)
+                                        **state.kept(key, int(spec.default)))
                 params.append((spec.name, int(value)))
         choices.append(DetectorChoice(name, tuple(params)))
-    state.remember(state.ENSEMBLE_MODE, "max")
     mode = box.selectbox("Combine detectors", list(ENSEMBLE_MODES), format_func=ENSEMBLE_MODES.get,
-                         key=state.ENSEMBLE_MODE)
-    state.keep(state.ENSEMBLE_MODE)
+                         **state.kept(state.ENSEMBLE_MODE, "max"))
     k = 2
     if mode == "vote":
-        state.remember(state.ENSEMBLE_K, 2)
-        k = int(box.number_input("k (detectors that must agree)", 1, max(1, len(names)), key=state.ENSEMBLE_K))
-        state.keep(state.ENSEMBLE_K)
-    state.remember(state.NEWS_CONTEXT, True)
-    news = box.toggle("News context", key=state.NEWS_CONTEXT,
+        if not 1 <= state.value(state.ENSEMBLE_K, 2) <= max(1, len(names)):
+            state.set_value(state.ENSEMBLE_K, max(1, len(names)))
+        k = int(box.number_input("k (detectors that must agree)", 1, max(1, len(names)),
+                                 **state.kept(state.ENSEMBLE_K, 2)))
+    news = box.toggle("News context", **state.kept(state.NEWS_CONTEXT, True),
                       help="Lower severity of moves that follow a catalyst headline; raise moves with no news.")
-    state.keep(state.NEWS_CONTEXT)
-    state.remember(state.EXPLAIN, True)
-    explain = box.toggle("Explanations", key=state.EXPLAIN)
-    state.keep(state.EXPLAIN)
+    explain = box.toggle("Explanations", **state.kept(state.EXPLAIN, True))
     return tuple(choices), EnsembleChoice(mode, k), news, explain
 
 
@@ -201,10 +180,10 @@ def render_threshold_slider(name: str, unit: str, scores: pd.Series, default: fl
     box = sidebar or st.sidebar
     low, high, step = slider_range(scores, default)
     key = state.threshold_key(name, fit_key)
-    state.remember(key, float(min(max(default, low + step), high)))
-    if not low < st.session_state[key] <= high:
-        st.session_state[key] = float(min(max(default, low + step), high))
+    fallback = float(min(max(default, low + step), high))
+    if not low < state.value(key, fallback) <= high:
+        state.set_value(key, fallback)
     value = box.slider(f"{DETECTOR_LABELS.get(name, name)} threshold ({unit})", float(low + step), high,
-                       step=step, key=key, help=f"Default {default:.4g}. Raising it flags fewer points.")
-    state.keep(key)
+                       step=step, help=f"Default {default:.4g}. Raising it flags fewer points.",
+                       **state.kept(key, fallback))
     return float(value)

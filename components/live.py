@@ -61,12 +61,10 @@ def render_live_monitor(choice: DataChoice, candles: pd.DataFrame, chosen: tuple
         return
     st.subheader("Live monitoring")
     cols = st.columns([1, 2])
-    state.remember(state.LIVE, False)
-    on = cols[0].toggle("Live", key=state.LIVE, help="Poll the newest candles and score them as they arrive.")
-    state.keep(state.LIVE)
-    state.remember(state.LIVE_EVERY, 10)
-    every = cols[1].select_slider("Refresh every (seconds)", [2, 5, 10, 30, 60, 300], key=state.LIVE_EVERY)
-    state.keep(state.LIVE_EVERY)
+    on = cols[0].toggle("Live", **state.kept(state.LIVE, False),
+                        help="Poll the newest candles and score them as they arrive.")
+    every = cols[1].select_slider("Refresh every (seconds)", [2, 5, 10, 30, 60, 300],
+                                  **state.kept(state.LIVE_EVERY, 10))
     if not on:
         st.caption("Off. The demo replays one new bar per refresh; Yahoo and Bybit fetch the newest candles.")
         return

@@ -98,7 +98,7 @@ def enrich_events(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.Dat
     if events.empty:
         return events
     config = explainer_config()
-    weight = st.session_state.get("_kept_" + state.JUDGE_WEIGHT, 0.4)
+    weight = state.value(state.JUDGE_WEIGHT, 0.4)
     news = news and headlines is not None and len(headlines) > 0
     prefix = f"{data_key}|{news}|{explain}|{config.model}|{config.enabled}|{weight}|{top_n}"
     memo = st.session_state.setdefault("_enriched", {})
@@ -167,7 +167,7 @@ def analyst_name() -> str:
     user = getattr(st, "user", None)
     if user is not None and user.get("is_logged_in"):
         return str(user.get("email") or user.get("name") or "signed-in user")
-    return st.session_state.get("_kept_" + state.ANALYST) or "analyst"
+    return state.value(state.ANALYST) or "analyst"
 
 
 @st.cache_data(show_spinner="Loading the option chain…", max_entries=16, ttl=900)

@@ -1,7 +1,7 @@
 """Session-state keys in one place, with small typed helpers.
 
-Streamlit drops a widget's state when a page that does not draw it runs; ``remember`` copies
-each control's value to a shadow key so controls keep their values across pages.
+Streamlit drops a widget's state when a page that does not draw it runs; ``kept`` keeps each
+control's value in a shadow key so controls keep their values across pages.
 """
 from __future__ import annotations
 
@@ -33,22 +33,28 @@ CUTS = "current_thresholds"        # the Explorer's thresholds, read by the live
 _SHADOW = "_kept_"
 
 
-def remember(key: str, default: Any) -> None:
-    """Restore ``key`` from its shadow copy (or ``default``) before its widget is drawn."""
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(_SHADOW + key, default)
+def kept(key: str, default: Any) -> dict:
+    """Widget arguments for a control that keeps its value across pages.
+
+    Streamlit forgets a widget's value when a page without it runs (and a page that draws the
+    same key starts it afresh), so the value lives in a shadow key: restored here before the
+    widget is drawn, updated by ``on_change`` before the script reruns.
+    """
+    st.session_state[key] = st.session_state.setdefault(_SHADOW + key, default)
+    return {"key": key, "on_change": _keep, "args": (key,)}
 
 
-def keep(key: str) -> Any:
-    """Copy the widget value of ``key`` to its shadow so it survives a page switch."""
-    value = st.session_state.get(key)
-    st.session_state[_SHADOW + key] = value
-    return value
+def _keep(key: str) -> None:
+    st.session_state[_SHADOW + key] = st.session_state[key]
+
+
+def value(key: str, default: Any = None) -> Any:
+    """The kept value of a control, also on pages that do not draw it."""
+    return st.session_state.get(_SHADOW + key, default)
 
 
 def set_value(key: str, value: Any) -> None:
-    """Set a control from code (another page, a button): both the widget and its shadow."""
-    st.session_state.pop(key, None)
+    """Set a control from code (another page, a button); its widget shows it on its next draw."""
     st.session_state[_SHADOW + key] = value
 
 

@@ -10,7 +10,7 @@ st.title("News")
 choice = controls.render_data_controls()
 upload = st.sidebar.file_uploader("Or upload headlines CSV (timestamp, headline[, source, url])", type=["csv"],
                                   key="headline_upload")
-embedder = st.session_state.get("_kept_" + state.EMBEDDER, "tfidf")
+embedder = state.value(state.EMBEDDER, "tfidf")
 try:
     if upload is not None:
         headlines = services.uploaded_headlines(upload.getvalue())
@@ -33,10 +33,9 @@ except (ValueError, ImportError) as exc:
 
 low, high, step = controls.slider_range(scores, default)
 key = state.threshold_key("text_embedding", choice.key)
-state.remember(key, float(round(default / step) * step))
-threshold = st.slider(f"Threshold ({unit})", float(low + step), float(high), step=float(step), key=key,
+threshold = st.slider(f"Threshold ({unit})", float(low + step), float(high), step=float(step),
+                      **state.kept(key, float(round(default / step) * step)),
                       help=f"Default {default:.3f}. Headlines farther than this from ordinary news are flagged.")
-state.keep(key)
 table = headlines.assign(score=scores.to_numpy(), flagged=scores.to_numpy() > threshold)
 cols = st.columns([1, 2, 2])
 only_flagged = cols[0].toggle("Flagged only")

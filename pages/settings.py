@@ -10,9 +10,8 @@ user = getattr(st, "user", None)
 if user is not None and user.get("is_logged_in"):
     st.write(f"Signed in as **{services.analyst_name()}** (recorded in the case log's audit trail).")
 else:
-    state.remember(state.ANALYST, "analyst")
-    st.text_input("Your name (recorded in the case log's audit trail)", key=state.ANALYST, max_chars=80)
-    state.keep(state.ANALYST)
+    st.text_input("Your name (recorded in the case log's audit trail)", max_chars=80,
+                  **state.kept(state.ANALYST, "analyst"))
 
 st.subheader("Explanations")
 config = services.explainer_config()
@@ -30,20 +29,19 @@ else:
 st.caption("Configure a model with the environment variables OPENAI_API_KEY, OPENAI_BASE_URL (for Ollama, "
            "vLLM or LM Studio) and OPENAI_MODEL, or the same keys in .streamlit/secrets.toml. The key is never "
            "shown, logged or exported.")
-state.remember(state.JUDGE_WEIGHT, 0.4)
-st.slider("Weight of the model's risk score in the combined risk", 0.0, 1.0, key=state.JUDGE_WEIGHT, step=0.05,
+st.slider("Weight of the model's risk score in the combined risk", 0.0, 1.0, step=0.05,
+          **state.kept(state.JUDGE_WEIGHT, 0.4),
           help="combined risk = w × model risk + (1 − w) × statistical severity (default 0.4).")
-state.keep(state.JUDGE_WEIGHT)
 
 st.subheader("Headline embeddings")
 from detectors.embedders import available_embedders  # noqa: E402
 
 names = available_embedders()
-state.remember(state.EMBEDDER, names[0])
-st.radio("Embedder for the text detector", names, key=state.EMBEDDER, horizontal=True,
+if state.value(state.EMBEDDER) not in names:
+    state.set_value(state.EMBEDDER, names[0])
+st.radio("Embedder for the text detector", names, horizontal=True, **state.kept(state.EMBEDDER, names[0]),
          help="tfidf is built in and offline; sentence-transformers needs the optional text extra; "
               "openai uses the configured server.")
-state.keep(state.EMBEDDER)
 
 st.subheader("Storage")
 from store import data_dir  # noqa: E402

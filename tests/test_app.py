@@ -267,3 +267,24 @@ def test_a_broken_timeout_setting_is_a_warning_not_a_crash(monkeypatch):
     at.run()
     assert not at.exception
     assert any("OPENAI_TIMEOUT" in w.value for w in at.warning)
+
+
+def test_scanner_ranks_the_watchlist():
+    at = new_app()
+    at.run()
+    at.switch_page("pages/scanner.py").run()
+    next(b for b in at.button if b.label.startswith("Scan ")).click().run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert set(table["symbol"]) == {"DEMO", "DEMO-USD", "ACME", "PUMPCOIN"}
+    assert list(table["max_severity"]) == sorted(table["max_severity"], reverse=True)
+
+
+def test_a_control_drawn_on_two_pages_keeps_its_value():
+    at = new_app()
+    at.run()
+    at.multiselect(key="detectors").set_value(["zscore"]).run()
+    at.switch_page("pages/scanner.py").run()
+    assert at.multiselect(key="detectors").value == ["zscore"]
+    at.switch_page("pages/explorer.py").run()
+    assert at.multiselect(key="detectors").value == ["zscore"]
