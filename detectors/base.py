@@ -7,6 +7,8 @@ A threshold never requires a re-fit: severities are plain arithmetic on cached s
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
@@ -25,7 +27,7 @@ def severity(scores: pd.Series, threshold: float) -> pd.Series:
     return (0.5 * scores / threshold).clip(lower=0.0, upper=1.0)
 
 
-class Detector(BaseEstimator):
+class Detector(BaseEstimator, ABC):
     """Base class. Subclasses set ``input_kind``, ``label`` and ``unit`` and implement
     ``_fit(frame)`` and ``_score(frame) -> np.ndarray | pd.Series``."""
 
@@ -86,7 +88,8 @@ class Detector(BaseEstimator):
                                  "volume), e.g. from data.load_candles.")
 
     def _fit(self, frame: pd.DataFrame) -> None:
-        raise NotImplementedError
+        """Learn from ``frame`` (set ``*_`` attributes); detectors that learn nothing keep this."""
 
+    @abstractmethod
     def _score(self, frame: pd.DataFrame):
-        raise NotImplementedError
+        """Raw scores for ``frame``'s rows, higher = more anomalous, NaN during warm-up."""
