@@ -34,6 +34,21 @@ def resample_for_drawing(candles: pd.DataFrame, limit: int = MAX_CANDLES_DRAWN) 
     return agg.dropna(subset=["close"])
 
 
+def peaks_for_drawing(series: pd.Series, limit: int = MAX_CANDLES_DRAWN) -> pd.Series:
+    """At most ``limit`` points of a score line: the maximum of each bucket, so no spike that
+    crosses a threshold disappears from the drawing (flags themselves are drawn exactly)."""
+    if len(series) <= limit:
+        return series
+    size = -(-len(series) // limit)
+    values = series.to_numpy()
+    pad = (-len(values)) % size
+    buckets = np.concatenate([values, np.full(pad, np.nan)]).reshape(-1, size)
+    with np.errstate(all="ignore"):
+        peaks = np.nanmax(np.where(np.isnan(buckets), -np.inf, buckets), axis=1)
+    peaks[~np.isfinite(peaks)] = np.nan
+    return pd.Series(peaks, index=series.index[::size])
+
+
 def _ms(index) -> np.ndarray:
     """Epoch milliseconds: plotly draws them on a date axis and ships them as compact binary,
     where Timestamp objects would be serialised one ISO string at a time."""
@@ -125,7 +140,8 @@ def build_anomaly_figure(candles: pd.DataFrame, scores: dict[str, pd.Series],
     for row, name in enumerate(names, start=3):
         series, threshold = scores[name], thresholds[name]
         kind = "scattergl" if len(series) > WEBGL_FROM else "scatter"
-        traces.append(dict(type=kind, x=_ms(series.index), y=series.to_numpy(), mode="lines", name=f"{name} score",
+        line = peaks_for_drawing(series)
+        traces.append(dict(type=kind, x=_ms(line.index), y=line.to_numpy(), mode="lines", name=f"{name} score",
                            line=dict(width=1, color="#4a5d7e"), showlegend=False, xaxis="x", yaxis=f"y{row}",
                            hovertemplate="%{x|%Y-%m-%d %H:%M}<br>score %{y:.3g}<extra>" + name + "</extra>"))
         layout[f"yaxis{row}"]["range"] = score_range(series, threshold)
