@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
 
 from detectors.base import severity
 from detectors.ensemble import combine_severities
-from detectors.features import (feature_series, log_returns, range_ratio,
-                                trailing_center_scale, trailing_median)
+from detectors.features import SCALE_FLOOR, feature_series, log_returns, range_ratio
 from detectors.rules import classify_event
 
 #: Bars before an event its evidence is measured against (the usual level of each feature).
@@ -197,14 +197,12 @@ def _evidence(candles: pd.DataFrame, spans: _Spans) -> dict[str, np.ndarray]:
                       np.minimum(open_, close) - candles["low"].to_numpy()) / close
     returns = log_returns(candles["close"])
     volume = feature_series(candles, "volume")
-    # Trailing stats at bar ``start`` describe bars start-50 .. start-1: the pre-event norm.
-    ret_mean, ret_sd = (x.to_numpy()[spans.starts] for x in
-                        trailing_center_scale(returns, REFERENCE_BARS, min_periods=10))
-    vol_mean, vol_sd = (x.to_numpy()[spans.starts] for x in
-                        trailing_center_scale(volume, REFERENCE_BARS, min_periods=10))
-    usual_volume = trailing_median(volume, REFERENCE_BARS, 10).to_numpy()[spans.starts]
-    usual_range = trailing_median(range_ratio(candles), REFERENCE_BARS, 10).to_numpy()[spans.starts]
     returns, volume = returns.to_numpy(), volume.to_numpy()
+    # Trailing stats at bar ``start`` describe bars start-50 .. start-1: the pre-event norm,
+    # computed at the event starts only (rolling over every bar cost most of a slider move).
+    ret_mean, ret_sd, _ = _trailing_at(returns, spans.starts)
+    vol_mean, vol_sd, usual_volume = _trailing_at(volume, spans.starts)
+    usual_range = _trailing_at(range_ratio(candles).to_numpy(), spans.starts)[2]
     lo, hi = spans.starts, spans.ends
     before = np.where(lo > 0, close[np.maximum(lo - 1, 0)], np.nan)
     each = np.repeat(np.arange(len(lo)), spans.lengths)   # event of each bar in spans.bars
@@ -230,6 +228,24 @@ def _evidence(candles: pd.DataFrame, spans: _Spans) -> dict[str, np.ndarray]:
         "rise_sigma": shape[:, 0], "reversal_sigma": shape[:, 1],
         "drop_sigma": shape[:, 2], "recovery_sigma": shape[:, 3],
     }
+
+
+def _trailing_at(values: np.ndarray, starts: np.ndarray, window: int = REFERENCE_BARS,
+                 min_periods: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, sample std and median of bars s-window .. s-1 for each start s, NaN skipped and
+    NaN with fewer than ``min_periods`` values; std and median floored at ``SCALE_FLOOR``.
+    The same numbers as ``features.trailing_center_scale``/``trailing_median`` at those bars."""
+    positions = starts[:, None] - window + np.arange(window)[None, :]
+    block = np.where(positions >= 0, values[np.clip(positions, 0, None)], np.nan)
+    enough = (~np.isnan(block)).sum(axis=1) >= min_periods
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # all-NaN windows give NaN, as wanted
+        mean = np.nanmean(block, axis=1)
+        sd = np.nanstd(block, axis=1, ddof=1)
+        median = np.nanmedian(block, axis=1)
+    nan = np.full(len(starts), np.nan)
+    return (np.where(enough, mean, nan), np.maximum(np.where(enough, sd, nan), SCALE_FLOOR),
+            np.maximum(np.where(enough, median, nan), SCALE_FLOOR))
 
 
 def _reversal_z(returns: np.ndarray, peak: np.ndarray, mean: np.ndarray,
