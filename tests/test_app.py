@@ -288,3 +288,15 @@ def test_a_control_drawn_on_two_pages_keeps_its_value():
     assert at.multiselect(key="detectors").value == ["zscore"]
     at.switch_page("pages/explorer.py").run()
     assert at.multiselect(key="detectors").value == ["zscore"]
+
+
+@pytest.mark.slow
+def test_lstm_detector_trains_with_progress_and_adds_its_panel():
+    at = new_app(detectors=["zscore", "lstm_autoencoder"])
+    at.session_state["_kept_param::lstm_autoencoder::epochs"] = 2
+    at.session_state["_kept_param::lstm_autoencoder::units"] = 8
+    at.run()
+    assert not at.exception, at.exception
+    assert any("LSTM autoencoder threshold" in s.label for s in at.slider)
+    titles = [a["text"] for a in chart_spec(at)["layout"]["annotations"]]
+    assert "LSTM autoencoder score (reconstruction error)" in titles
