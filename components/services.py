@@ -181,10 +181,18 @@ def options_flow(chain: pd.DataFrame):
     return analyze_options_flow(chain)
 
 
-def assess_options(result, symbol: str) -> str:
-    """The explainer's assessment of an options-flow result."""
+def assess_options(result, symbol: str):
+    """The explainer's assessment of an options-flow result (the configured model, else built-in),
+    cached so a rerun of the page does not ask the model again."""
+    config = explainer_config()
+    key = f"{symbol}|{sorted(result.metrics.items())}|{result.flags}|{config.model}|{config.base_url}|{config.enabled}"
+    return _assessment(key, result, symbol, config)
+
+
+@st.cache_data(show_spinner=False, max_entries=32, ttl=3600)
+def _assessment(key: str, _result, symbol: str, _config):
     from explain.options import assess_options_flow
-    return assess_options_flow(result, symbol)
+    return assess_options_flow(_result, symbol, _config)
 
 
 def read_labels(raw: bytes) -> pd.DataFrame:

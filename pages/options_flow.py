@@ -29,7 +29,13 @@ m[3].metric("Strike concentration", f"{result.metrics['strike_concentration']:.2
 m[4].metric("Unusual contracts", int(result.metrics["unusual_contracts"]))
 
 st.subheader("Assessment")
-st.text(services.assess_options(result, symbol))
+with st.spinner("Assessing…"):
+    assessment = services.assess_options(result, symbol)
+st.caption(f"By {assessment.source}" + (f" ({assessment.fallback_reason})" if assessment.fallback_reason else "")
+           + ("" if assessment.grounded else " · UNVERIFIED: states numbers not in the metrics"))
+st.text(assessment.text)
+if assessment.source != "built-in":
+    st.metric("Risk, blended with the model (0.6 statistical + 0.4 model)", f"{assessment.risk:.2f}")
 
 st.subheader("Flagged contracts")
 flagged = result.contracts[result.contracts["unusual"]]
