@@ -59,6 +59,7 @@ def case_log():
 
 @st.cache_resource(show_spinner=False)
 def _case_log(url: str | None, folder: str):
+    # ``folder`` is part of the cache key: a new data folder (another user, a test) gets its own log.
     from store.cases import CaseLog
     return CaseLog(url)
 
