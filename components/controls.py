@@ -99,7 +99,7 @@ def render_data_controls(sidebar=None) -> DataChoice:
     box.subheader("Data")
     source = box.selectbox("Source", list(SOURCE_LABELS), format_func=SOURCE_LABELS.get,
                            **state.kept(state.SOURCE, "demo"))
-    csv_name, csv_bytes, seed, category = "", b"", 7, "spot"
+    csv_name, csv_bytes, seed, category = "", b"", 1, "spot"
     if source == "csv":
         upload = box.file_uploader("Candles CSV", type=["csv", "txt"], key=state.CSV_UPLOAD,
                                    help="Date/Time, Open, High, Low, Close, Volume; Yahoo and exchange "

@@ -6,7 +6,6 @@ was fitted on the loaded data.
 """
 from __future__ import annotations
 
-import datetime as dt
 
 import pandas as pd
 import streamlit as st
@@ -14,7 +13,7 @@ import streamlit as st
 from components import services, state
 from components.controls import DataChoice, DetectorChoice
 from data import DataError, INTERVALS, load_candles, validate_candles
-from detectors.zscore import IncrementalZScore
+from detectors.zscore import RollingZScoreDetector
 
 TAIL_BARS = 200
 
@@ -45,13 +44,12 @@ def _fetch_new(choice: DataChoice, live: dict) -> pd.DataFrame:
     return load_candles(choice.source, choice.symbol, use_cache=False, **kwargs)
 
 
-def _start_live(choice: DataChoice, candles: pd.DataFrame) -> dict:
-    window = 50
-    inc = IncrementalZScore(window=window)
-    for row in candles.iloc[-(window * 4):].itertuples():
+def _start_live(candles: pd.DataFrame, zscore: RollingZScoreDetector) -> dict:
+    """The streaming z-score (the analyst's z-score parameters) primed on the newest candles."""
+    inc = zscore.incremental()
+    for row in candles.iloc[-(zscore.window * 4):].itertuples():
         inc.update(row.open, row.high, row.low, row.close, row.volume)
-    return {"inc": inc, "tail": candles.iloc[-TAIL_BARS:], "alerts": [], "ticks": 0,
-            "started": dt.datetime.now(dt.timezone.utc)}
+    return {"inc": inc, "tail": candles.iloc[-TAIL_BARS:], "alerts": []}
 
 
 def render_live_monitor(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorChoice, ...],
@@ -68,13 +66,15 @@ def render_live_monitor(choice: DataChoice, candles: pd.DataFrame, chosen: tuple
     if not on:
         st.caption("Off. The demo replays one new bar per refresh; Yahoo and Bybit fetch the newest candles.")
         return
-    live_key = f"live::{choice.key}"
+    zscore_params = next((d.params for d in chosen if d.name == "zscore"), ())
+    zscore = RollingZScoreDetector(**dict(zscore_params))
+    live_key = f"live::{choice.key}|{zscore_params}"
     if live_key not in st.session_state:
-        st.session_state[live_key] = _start_live(choice, candles)
+        st.session_state[live_key] = _start_live(candles, zscore)
     @st.fragment(run_every=every)
     def live_panel() -> None:
         cuts = st.session_state.get(state.CUTS, thresholds)   # the sliders may have moved since
-        z_cut = cuts.get("zscore", 3.0)
+        z_cut = cuts.get("zscore", zscore.threshold)
         others = [d for d in chosen if d.name != "zscore" and d.name in cuts]
         live = st.session_state[live_key]
         try:
@@ -97,7 +97,6 @@ def render_live_monitor(choice: DataChoice, candles: pd.DataFrame, chosen: tuple
                     if value > cuts[det.name]:
                         live["alerts"].append({"time": ts, "detector": det.name, "score": round(float(value), 3),
                                                "close": new.at[ts, "close"], "volume": new.at[ts, "volume"]})
-        live["ticks"] += 1
         last = live["tail"].iloc[-1]
         c = st.columns(4)
         c[0].metric("Last candle (UTC)", f"{last.name:%Y-%m-%d %H:%M}")

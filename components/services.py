@@ -85,7 +85,7 @@ def explainer_config():
 
 
 def enrich_events(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.DataFrame | None, *,
-                  data_key: str, news: bool, explain: bool, top_n: int = 10,
+                  data_key: str, news: bool, explain: bool, config, top_n: int = 10,
                   progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
     """Events with news context and explanations, memoised per event row in the session.
 
@@ -98,7 +98,6 @@ def enrich_events(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.Dat
     from explain import explain_events
     if events.empty:
         return events
-    config = explainer_config()
     weight = state.value(state.JUDGE_WEIGHT, 0.4)
     news = news and headlines is not None and len(headlines) > 0
     prefix = f"{data_key}|{news}|{explain}|{config.model}|{config.enabled}|{weight}|{top_n}"

@@ -86,10 +86,11 @@ def enrich_events(choice: DataChoice, candles: pd.DataFrame, events: pd.DataFram
         with st.status(f"Explaining events with {config.model}…", expanded=False) as box:
             bar = st.progress(0.0)
             events = services.enrich_events(
-                events, candles, headlines, data_key=choice.key, news=news, explain=True, top_n=top_n,
+                events, candles, headlines, data_key=choice.key, news=news, explain=True, config=config,
+                top_n=top_n,
                 progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
             box.update(label="Explanations ready", state="complete")
     else:
         events = services.enrich_events(events, candles, headlines, data_key=choice.key, news=news,
-                                        explain=explain)
+                                        explain=explain, config=config)
     return services.with_case_status(events)

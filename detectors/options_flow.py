@@ -36,7 +36,7 @@ import pandas as pd
 __all__ = ["OptionsFlowResult", "analyze_options_flow", "blend_risk",
            "ALERT_RISK", "HIGH_PRIORITY_RISK"]
 
-VOL_OI_NORMAL, VOL_OI_UNUSUAL = 2.0, 5.0
+VOL_OI_UNUSUAL = 5.0
 UNUSUAL_VOLUME_SHARE_FULL = 0.10
 VOLUME_VS_HISTORY_UNUSUAL = 3.0
 VOLUME_Z_FULL = 5.0
