@@ -99,8 +99,8 @@ def render_live_monitor(choice: DataChoice, candles: pd.DataFrame, chosen: tuple
                                                "close": new.at[ts, "close"], "volume": new.at[ts, "volume"]})
         last = live["tail"].iloc[-1]
         c = st.columns(4)
-        c[0].metric("Last candle (UTC)", f"{last.name:%Y-%m-%d %H:%M}")
-        c[1].metric("Last close", f"{last['close']:,.4g}")
+        c[0].metric("Last candle (UTC)", f"{last.name:%m-%d %H:%M}")
+        c[1].metric("Last close", f"{last['close']:,.2f}")
         c[2].metric("New candles this tick", len(new))
         c[3].metric("Live alerts", len(live["alerts"]))
         if live["alerts"]:
