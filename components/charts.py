@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from components.controls import DETECTOR_LABELS
+from components.controls import detector_label
 
 MAX_CANDLES_DRAWN = 2000      # beyond this, candles are resampled for drawing (scores stay exact)
 WEBGL_FROM = 3000             # score lines and markers switch to WebGL traces above this length
@@ -108,7 +108,7 @@ def build_anomaly_figure(candles: pd.DataFrame, scores: dict[str, pd.Series],
     names = list(scores)
     heights = [0.5, 0.14] + [0.36 / max(len(names), 1)] * len(names)
     domains = _domains(heights)
-    titles = ["Price", "Volume"] + [f"{DETECTOR_LABELS.get(n, n)} score ({units.get(n, '')})" for n in names]
+    titles = ["Price", "Volume"] + [f"{detector_label(n)} score ({units.get(n, '')})" for n in names]
     layout: dict = {
         "height": 360 + 140 * len(domains), "margin": dict(l=10, r=10, t=30, b=10),
         "uirevision": revision or "keep", "hovermode": "closest", "dragmode": "zoom",
@@ -158,7 +158,7 @@ def build_anomaly_figure(candles: pd.DataFrame, scores: dict[str, pd.Series],
                                   np.round(series.to_numpy()[flagged], 4), np.round(severity, 3)])
         traces.append(dict(
             type=kind, x=_ms(candles.index[flagged]), y=candles["close"].to_numpy()[flagged], mode="markers",
-            name=DETECTOR_LABELS.get(name, name), customdata=custom, xaxis="x", yaxis="y",
+            name=detector_label(name), customdata=custom, xaxis="x", yaxis="y",
             marker=dict(symbol=SYMBOLS.get(name, "circle"), size=9, color=severity, cmin=0.5, cmax=1.0,
                         colorscale=SEVERITY_SCALE, line=dict(width=0.5, color="#333")),
             hovertemplate=("%{x|%Y-%m-%d %H:%M}<br><b>%{customdata[1]}</b> · severity %{customdata[4]}"

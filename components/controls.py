@@ -19,18 +19,6 @@ DEMO_START, DEMO_END = dt.date(2024, 1, 1), dt.date(2024, 3, 31)
 
 
 @dataclass(frozen=True)
-class ParamSpec:
-    """One numeric detector parameter and its sensible range."""
-
-    name: str
-    label: str
-    low: float
-    high: float
-    default: float
-    step: float = 1.0
-
-
-@dataclass(frozen=True)
 class DataChoice:
     source: str
     symbol: str
@@ -76,20 +64,15 @@ class EnsembleChoice:
     k: int
 
 
-#: Parameters the sidebar offers for each price detector (names match the constructors).
-DETECTOR_PARAMS: dict[str, list[ParamSpec]] = {
-    "zscore": [ParamSpec("window", "Trailing window (bars)", 10, 500, 50)],
-    "isolation_forest": [ParamSpec("window", "Feature window (bars)", 10, 500, 50),
-                         ParamSpec("n_estimators", "Trees", 50, 500, 200, 50)],
-    "pump_dump": [ParamSpec("window", "Baseline window (bars)", 10, 500, 50),
-                  ParamSpec("rise_bars", "Rise window (bars)", 2, 48, 6),
-                  ParamSpec("fall_bars", "Reversal window (bars)", 2, 48, 6)],
-    "lstm_autoencoder": [ParamSpec("window", "Sequence window (bars)", 4, 96, 24),
-                         ParamSpec("epochs", "Max epochs", 1, 100, 30),
-                         ParamSpec("units", "LSTM units", 4, 128, 32, 4)],
-}
-DETECTOR_LABELS = {"zscore": "Rolling z-score", "isolation_forest": "Isolation Forest",
-                   "pump_dump": "Pump-and-dump rule", "lstm_autoencoder": "LSTM autoencoder"}
+def detector_label(name: str) -> str:
+    """The detector's own label (metadata lives on the detector class)."""
+    import detectors
+    try:
+        return detectors.detector_class(name).label or name
+    except ValueError:
+        return name
+
+
 ENSEMBLE_MODES = {"max": "Any detector (max)", "mean": "Average severity", "vote": "k of n vote"}
 
 
@@ -136,17 +119,21 @@ def render_detector_controls(sidebar=None) -> tuple[tuple[DetectorChoice, ...], 
     """Detector multiselect with per-detector parameters, ensemble mode and toggles."""
     box = sidebar or st.sidebar
     box.subheader("Detectors")
-    names = box.multiselect("Detectors", list(DETECTOR_PARAMS), format_func=DETECTOR_LABELS.get,
-                            **state.kept(state.DETECTORS, ["zscore", "pump_dump"]),
+    import detectors
+    from detectors.pipeline import DEFAULT_SPECS
+    names = box.multiselect("Detectors", detectors.available("candles"), format_func=detector_label,
+                            **state.kept(state.DETECTORS, [n for n, _ in DEFAULT_SPECS]),
                             help="The LSTM autoencoder trains a TensorFlow model on the loaded data.")
     choices = []
     for name in names:
-        with box.expander(f"{DETECTOR_LABELS[name]} parameters"):
+        cls = detectors.detector_class(name)
+        defaults = cls().get_params()
+        with box.expander(f"{cls.label} parameters"):
             params = []
-            for spec in DETECTOR_PARAMS[name]:
+            for spec in cls.parameters:
                 key = f"param::{name}::{spec.name}"
-                value = st.number_input(spec.label, int(spec.low), int(spec.high), step=int(spec.step),
-                                        **state.kept(key, int(spec.default)))
+                value = st.number_input(spec.label, spec.low, spec.high, step=spec.step,
+                                        **state.kept(key, int(defaults[spec.name])))
                 params.append((spec.name, int(value)))
         choices.append(DetectorChoice(name, tuple(params)))
     mode = box.selectbox("Combine detectors", list(ENSEMBLE_MODES), format_func=ENSEMBLE_MODES.get,
@@ -183,7 +170,7 @@ def render_threshold_slider(name: str, unit: str, scores: pd.Series, default: fl
     fallback = float(min(max(default, low + step), high))
     if not low < state.value(key, fallback) <= high:
         state.set_value(key, fallback)
-    value = box.slider(f"{DETECTOR_LABELS.get(name, name)} threshold ({unit})", float(low + step), high,
+    value = box.slider(f"{detector_label(name)} threshold ({unit})", float(low + step), high,
                        step=step, help=f"Default {default:.4g}. Raising it flags fewer points.",
                        **state.kept(key, fallback))
     return float(value)

@@ -11,8 +11,9 @@ import pandas as pd
 import streamlit as st
 
 from components import services, state
-from components.controls import DataChoice, DetectorChoice
+from components.controls import DataChoice, DetectorChoice, detector_label
 from data import DataError, INTERVALS, load_candles, validate_candles
+from detectors.pipeline import is_flagged
 from detectors.zscore import RollingZScoreDetector
 
 TAIL_BARS = 200
@@ -47,7 +48,7 @@ def _fetch_new(choice: DataChoice, live: dict) -> pd.DataFrame:
 def _start_live(candles: pd.DataFrame, zscore: RollingZScoreDetector) -> dict:
     """The streaming z-score (the analyst's z-score parameters) primed on the newest candles."""
     inc = zscore.incremental()
-    for row in candles.iloc[-(zscore.window * 4):].itertuples():
+    for row in candles.iloc[-(max(zscore.window, zscore.long_window or 0) + 1):].itertuples():
         inc.update(row.open, row.high, row.low, row.close, row.volume)
     return {"inc": inc, "tail": candles.iloc[-TAIL_BARS:], "alerts": []}
 
@@ -66,9 +67,12 @@ def render_live_monitor(choice: DataChoice, candles: pd.DataFrame, chosen: tuple
     if not on:
         st.caption("Off. The demo replays one new bar per refresh; Yahoo and Bybit fetch the newest candles.")
         return
-    zscore_params = next((d.params for d in chosen if d.name == "zscore"), ())
-    zscore = RollingZScoreDetector(**dict(zscore_params))
-    live_key = f"live::{choice.key}|{zscore_params}"
+    zscore_choice = next((d for d in chosen if d.name == "zscore"), DetectorChoice("zscore", ()))
+    zscore = services.scored(choice, candles, (zscore_choice,)).detectors.get("zscore")
+    if zscore is None:
+        st.warning("Live monitoring needs the z-score detector, which could not run on this data.")
+        return
+    live_key = f"live::{choice.key}|{zscore_choice.params}"
     if live_key not in st.session_state:
         st.session_state[live_key] = _start_live(candles, zscore)
     @st.fragment(run_every=every)
@@ -82,21 +86,22 @@ def render_live_monitor(choice: DataChoice, candles: pd.DataFrame, chosen: tuple
         except DataError as exc:
             st.warning(f"Live update failed, retrying in {every} s: {exc}")
             new = live["tail"].iloc[:0]
-        for ts, row in new.iterrows():
-            z = live["inc"].update_one(row)
-            if z["score"] > z_cut:
-                live["alerts"].append({"time": ts, "detector": "zscore", "score": round(z["score"], 2),
-                                       "close": row["close"], "volume": row["volume"]})
+        new_scores = {"zscore": pd.Series([live["inc"].update_one(row)["score"] for _, row in new.iterrows()],
+                                          index=new.index, dtype="float64")}
+        models = {"zscore": zscore}
         if len(new):
             live["tail"] = validate_candles(pd.concat([live["tail"], new]).iloc[-TAIL_BARS:],
                                             symbol=choice.symbol, source=choice.source, interval=choice.interval)
             for det in others:
-                model = services.fitted_detector(services.fit_key(choice, det), candles, det.name, det.params)
-                tail_scores = model.score(live["tail"]).loc[new.index]
-                for ts, value in tail_scores.items():
-                    if value > cuts[det.name]:
-                        live["alerts"].append({"time": ts, "detector": det.name, "score": round(float(value), 3),
-                                               "close": new.at[ts, "close"], "volume": new.at[ts, "volume"]})
+                models[det.name] = services.scored(choice, candles, (det,)).detectors[det.name]
+                new_scores[det.name] = models[det.name].score(live["tail"]).loc[new.index]
+        for name, values in new_scores.items():
+            # The fitted detector's calibration: a live severity means what it means on the chart.
+            severity = models[name].severity(values)
+            for ts in values.index[is_flagged(values, cuts.get(name, z_cut)).to_numpy()]:
+                live["alerts"].append({"time": ts, "detector": detector_label(name),
+                                       "score": round(float(values[ts]), 3), "severity": round(float(severity[ts]), 3),
+                                       "close": new.at[ts, "close"], "volume": new.at[ts, "volume"]})
         last = live["tail"].iloc[-1]
         c = st.columns(4)
         c[0].metric("Last candle (UTC)", f"{last.name:%m-%d %H:%M}")

@@ -10,10 +10,11 @@ import pandas as pd
 import detectors
 from components.controls import DataChoice, DetectorChoice
 from data import DataError, load_candles
+from detectors.calibration import rarity_text
 
 #: Parallel requests per source: well inside Yahoo's informal limits and Bybit's 600 per 5 s.
 MAX_WORKERS = {"demo": 4, "yahoo": 2, "bybit": 4, "csv": 1}
-SCAN_COLUMNS = ["symbol", "max_severity", "events", "recent_events", "last_event", "top_kind",
+SCAN_COLUMNS = ["symbol", "max_severity", "rarity", "events", "recent_events", "last_event", "top_kind",
                 "last_close", "return_pct", "error"]
 
 
@@ -28,19 +29,16 @@ def parse_symbols(text: str) -> list[str]:
 
 
 def scan_symbol(choice: DataChoice, chosen: tuple[DetectorChoice, ...], thresholds: dict[str, float],
-                recent_bars: int = 24) -> dict:
+                recent_bars: int = 24, mode: str = "max", k: int = 2) -> dict:
     """One scanner row: events and highest severity of one symbol (errors become the row's message)."""
-    row = {"symbol": choice.symbol, "max_severity": 0.0, "events": 0, "recent_events": 0,
+    row = {"symbol": choice.symbol, "max_severity": 0.0, "rarity": "", "events": 0, "recent_events": 0,
            "last_event": pd.NaT, "top_kind": "", "last_close": float("nan"), "return_pct": float("nan"),
            "error": ""}
     try:
         candles = load_candles(choice.source, choice.symbol, **choice.load_kwargs())
-        scores, cuts = {}, {}
-        for det in chosen:
-            model = detectors.create(det.name, **dict(det.params)).fit(candles)
-            scores[det.name] = model.score(candles)
-            cuts[det.name] = thresholds.get(det.name, model.threshold)
-        events = detectors.to_events(candles, scores, cuts, symbol=choice.symbol)
+        # The same pipeline and calibration as the Explorer: equal data, equal severities.
+        events = detectors.score_detectors(candles, [(d.name, dict(d.params)) for d in chosen]).detect(
+            thresholds, mode, k, symbol=choice.symbol).events
     except (DataError, ValueError) as exc:
         row["error"] = str(exc)
         return row
@@ -49,7 +47,8 @@ def scan_symbol(choice: DataChoice, chosen: tuple[DetectorChoice, ...], threshol
     if len(events):
         recent_from = candles.index[max(0, len(candles) - recent_bars)]
         recent = events[events["end"] >= recent_from]
-        row.update(max_severity=float(events["severity"].max()), events=len(events),
+        row.update(max_severity=float(events["severity"].max()), rarity=rarity_text(events["severity"].max()),
+                   events=len(events),
                    recent_events=len(recent), last_event=events["end"].max(),
                    top_kind=str(events.loc[events["severity"].idxmax(), "kind"]))
     return row

@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 import detectors
+import detectors.pipeline
 from components.controls import DataChoice, DetectorChoice
 from data import load_candles
 
@@ -25,22 +26,44 @@ def fit_key(choice: DataChoice, detector: DetectorChoice) -> str:
     return f"{choice.key}|{detector.name}|{detector.params}"
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
-def fitted_detector(key: str, _candles: pd.DataFrame, name: str, params: tuple,
-                    _progress: Callable[[float, str], None] | None = None):
-    """A detector fitted on the loaded candles; kept as a resource for live scoring."""
-    det = detectors.create(name, **dict(params))
-    if name == "lstm_autoencoder":
-        return det.fit(_candles, progress=_progress)
-    return det.fit(_candles)
+def specs_of(chosen: tuple[DetectorChoice, ...]) -> list[tuple[str, dict]]:
+    return [(d.name, dict(d.params)) for d in chosen]
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def detector_scores(key: str, _candles: pd.DataFrame, name: str, params: tuple,
-                    _progress: Callable[[float, str], None] | None = None) -> tuple[pd.Series, float, str]:
-    """(scores, default threshold, unit) of one detector on the loaded candles."""
-    det = fitted_detector(key, _candles, name, params, _progress)
-    return det.score(_candles), float(det.threshold), det.unit
+def is_scored(choice: DataChoice, detector: DetectorChoice) -> bool:
+    """Whether this detector is already fitted on this data (no training to show)."""
+    return fit_key(choice, detector) in _scored_store()
+
+
+#: Scored series kept per server process (fitted detectors hold models: not pickled, shared).
+MAX_SCORED = 16
+
+
+@st.cache_resource(show_spinner=False)
+def _scored_store() -> dict:
+    return {}
+
+
+def scored(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorChoice, ...],
+           progress: Callable[[float, str], None] | None = None) -> detectors.pipeline.Scored:
+    """Fitted, scored and calibrated detectors for the loaded data (``detectors.score_detectors``).
+
+    Kept per (data, detector, parameters) in a process-wide store, one entry per detector, so
+    adding a detector fits only that one and a threshold move fits nothing. The work runs
+    here, outside any ``st.cache_*`` function, so ``progress`` may touch page elements that
+    the caller owns (a cached function must not: Streamlit replays it and fails).
+    """
+    store = _scored_store()
+    parts = []
+    for det in chosen:
+        key = fit_key(choice, det)
+        if key not in store:
+            store[key] = detectors.score_detectors(candles, [(det.name, dict(det.params))],
+                                                   progress=progress, skip_failed=True)
+            while len(store) > MAX_SCORED:
+                store.pop(next(iter(store)))
+        parts.append(store[key])
+    return detectors.pipeline.merge(candles, parts)
 
 
 def secrets() -> dict:
@@ -94,7 +117,7 @@ def enrich_events(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.Dat
     explained yet. The SQLite cache in ``store`` makes repeats across sessions free too.
     """
     from components import state
-    from detectors.news_context import add_news_context
+    from events.news_context import add_news_context
     from explain import explain_events
     if events.empty:
         return events
@@ -177,7 +200,7 @@ def cached_option_chain(source: str, symbol: str) -> pd.DataFrame:
 
 
 def options_flow(chain: pd.DataFrame):
-    from detectors.options_flow import analyze_options_flow
+    from options_flow.analysis import analyze_options_flow
     return analyze_options_flow(chain)
 
 

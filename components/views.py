@@ -4,9 +4,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+import detectors
 from components import controls, services
 from components.controls import DataChoice, DetectorChoice
 from data import DataError
+from detectors.pipeline import Scored
 
 
 def load_or_stop(choice: DataChoice) -> pd.DataFrame:
@@ -39,36 +41,32 @@ def show_data_notes(candles: pd.DataFrame) -> None:
 
 
 def score_all(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorChoice, ...],
-              sidebar=None) -> tuple[dict, dict, dict, dict]:
-    """Scores (cached), the analyst's thresholds (sliders), default thresholds and units.
+              sidebar=None) -> tuple[Scored, dict[str, float]]:
+    """The scored detectors (cached) and the analyst's thresholds (sliders, in each unit).
 
-    A detector that fails shows its error and is left out; the rest of the page keeps working.
+    A slow detector (the LSTM) trains in plain view with its progress (epoch, loss, time
+    left) in a bar this page owns. A detector that fails shows its error and is left out;
+    the rest of the page keeps working.
     """
-    scores, thresholds, defaults, units = {}, {}, {}, {}
+    slow = [d for d in chosen if detectors.detector_class(d.name).slow]
+    bar = st.progress(0.0, text=f"Training the {controls.detector_label(slow[0].name)}…") if slow and not all(
+        services.is_scored(choice, d) for d in slow) else None
+    progress = None if bar is None else (lambda f, msg: bar.progress(min(max(float(f), 0.0), 1.0), text=msg))
+    result = services.scored(choice, candles, chosen, progress)
+    if bar is not None:
+        bar.empty()
+    for message in result.errors.values():
+        st.error(f"Could not run {message}")
+    thresholds = {}
     box = sidebar or st.sidebar
-    if chosen:
+    if result.scores:
         box.subheader("Thresholds")
     for det in chosen:
-        key = services.fit_key(choice, det)
-        label = controls.DETECTOR_LABELS.get(det.name, det.name)
-        try:
-            if det.name == "lstm_autoencoder":
-                with st.status(f"{label}: training or loading the model…", expanded=False) as box_:
-                    bar = st.progress(0.0)
-                    series, default, unit = services.detector_scores(
-                        key, candles, det.name, det.params,
-                        lambda f, msg: bar.progress(min(max(float(f), 0.0), 1.0), text=msg))
-                    box_.update(label=f"{label}: model ready", state="complete")
-            else:
-                series, default, unit = services.detector_scores(key, candles, det.name, det.params)
-        except (ValueError, ImportError) as exc:
-            st.error(f"{label} could not run: {exc}")
-            continue
-        scores[det.name] = series
-        units[det.name] = unit
-        defaults[det.name] = default
-        thresholds[det.name] = controls.render_threshold_slider(det.name, unit, series, default, key, box)
-    return scores, thresholds, defaults, units
+        if det.name in result.scores:
+            thresholds[det.name] = controls.render_threshold_slider(
+                det.name, result.units[det.name], result.scores[det.name], result.defaults[det.name],
+                services.fit_key(choice, det), box)
+    return result, thresholds
 
 
 def enrich_events(choice: DataChoice, candles: pd.DataFrame, events: pd.DataFrame, *, news: bool,

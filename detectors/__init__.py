@@ -1,4 +1,5 @@
-"""Detection library: detectors, thresholds, events and evaluation. No Streamlit, no data loaders.
+"""Detection library: the detectors, their registry, calibration and the one detection
+pipeline (``detect``). No Streamlit, no data loaders.
 
 Detectors are created by name through a registry of import paths, so heavy dependencies
 (TensorFlow for ``lstm_autoencoder``) are imported only when that detector is used.
@@ -8,16 +9,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from detectors.base import Detector, severity
+from detectors.base import Detector
 
-__all__ = ["Detector", "available", "create", "detector_class", "severity", "to_events",
-           "combine_severities", "evaluate"]
+__all__ = ["Detector", "available", "create", "detector_class", "detect", "score_detectors",
+           "from_scores", "is_flagged", "to_events", "combine_severities"]
 
 #: name -> "module:Class". Order is the order the app lists them in.
 REGISTRY: dict[str, str] = {
     "zscore": "detectors.zscore:RollingZScoreDetector",
     "isolation_forest": "detectors.iforest:IsolationForestDetector",
-    "pump_dump": "detectors.rules:PumpDumpDetector",
+    "pump_dump": "detectors.pump_dump:PumpDumpDetector",
     "lstm_autoencoder": "detectors.lstm:LstmAutoencoderDetector",
     "text_embedding": "detectors.text:TextEmbeddingDetector",
 }
@@ -51,8 +52,10 @@ def create(name: str, **params: Any) -> Detector:
 
 def __getattr__(attr: str) -> Any:
     # Lazy re-exports keep `import detectors` light.
-    lazy = {"to_events": "detectors.events", "combine_severities": "detectors.ensemble",
-            "evaluate": "detectors.evaluation"}
+    lazy = {"detect": "detectors.pipeline", "score_detectors": "detectors.pipeline",
+            "from_scores": "detectors.pipeline", "is_flagged": "detectors.pipeline",
+            "DEFAULT_SPECS": "detectors.pipeline", "to_events": "events.build",
+            "combine_severities": "detectors.ensemble"}
     if attr in lazy:
         return getattr(importlib.import_module(lazy[attr]), attr)
     raise AttributeError(attr)

@@ -2,38 +2,59 @@
 
 ``__init__`` only stores parameters; ``fit`` validates and learns ``*_`` attributes and
 returns self; ``score`` is pure and returns a float Series on the input's index, higher =
-more anomalous, NaN during warm-up; ``threshold`` is the default cut in the score's unit.
-A threshold never requires a re-fit: severities are plain arithmetic on cached scores.
+more anomalous, NaN during warm-up; ``threshold`` is the default cut in the score's unit;
+``calibrate(scores)`` then ``severity(scores)`` say how rare each score is on that series.
+A threshold never requires a re-fit, and never changes a severity.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
+from detectors.calibration import TailCalibration
 
-def severity(scores: pd.Series, threshold: float) -> pd.Series:
-    """Map raw scores to [0, 1]: 0.5 exactly at ``threshold``, 1.0 at twice the threshold.
 
-    Because every detector's severity crosses 0.5 at its own threshold, severities of
-    different detectors can be combined (max, mean, k-of-n) and the combination is flagged
-    at 0.5. NaN stays NaN.
-    """
-    if not np.isfinite(threshold) or threshold <= 0:
-        raise ValueError(f"Threshold must be a positive number, got {threshold!r}.")
-    return (0.5 * scores / threshold).clip(lower=0.0, upper=1.0)
+def check_whole(name: str, value: Any, least: int, most: int) -> None:
+    """ValueError naming the fix unless ``value`` is a whole number in [least, most]."""
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+            or not least <= value <= most):
+        raise ValueError(f"{name} must be a whole number from {least:,} to {most:,}; got {value!r}.")
+
+
+def check_number(name: str, value: Any, above: float, most: float, example: str) -> None:
+    """ValueError naming the fix unless ``value`` is a real number in (above, most]."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+            or not np.isfinite(value) or not above < value <= most):
+        raise ValueError(f"{name} must be a number above {above:g} and at most {most:g}, "
+                         f"e.g. {example}; got {value!r}.")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One whole-number parameter an analyst may tune, with its sensible range (for the UI)."""
+
+    name: str
+    label: str
+    low: int
+    high: int
+    step: int = 1
 
 
 class Detector(BaseEstimator, ABC):
-    """Base class. Subclasses set ``input_kind``, ``label`` and ``unit`` and implement
-    ``_fit(frame)`` and ``_score(frame) -> np.ndarray | pd.Series``."""
+    """Base class. Subclasses set the metadata below and implement ``_fit(frame)`` and
+    ``_score(frame) -> np.ndarray | pd.Series``."""
 
     input_kind = "candles"   # or "headlines"
     label = ""               # human name for the UI
     unit = ""                # unit of the raw score, for the slider ("|z|", "error", ...)
+    parameters: tuple[ParamSpec, ...] = ()   # what the sidebar offers to tune
+    slow = False             # trains a model: the UI shows progress and offers to cancel
 
     def fit(self, frame: pd.DataFrame) -> "Detector":
         self._check_frame(frame)
@@ -75,8 +96,16 @@ class Detector(BaseEstimator, ABC):
         return {name: self._threshold if name == "threshold" else getattr(self, name)
                 for name in self._get_param_names()}
 
-    def severity(self, scores: pd.Series, threshold: float | None = None) -> pd.Series:
-        return severity(scores, self.threshold if threshold is None else threshold)
+    def calibrate(self, scores: pd.Series) -> "Detector":
+        """Learn how rare each score is on this series (``calibration_``) from its scores."""
+        self.calibration_ = TailCalibration(scores)
+        return self
+
+    def severity(self, scores: pd.Series) -> pd.Series:
+        """Calibrated severity in [0, 1): equal values mean equally rare, whatever the detector."""
+        if not hasattr(self, "calibration_"):
+            raise NotFittedError(f"{type(self).__name__}: call calibrate(scores) before severity().")
+        return self.calibration_.severity(scores)
 
     def _check_frame(self, frame: pd.DataFrame) -> None:
         if not isinstance(frame, pd.DataFrame):

@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.ensemble import IsolationForest
 from sklearn.exceptions import NotFittedError
 
-from detectors.base import Detector
+from detectors.base import Detector, ParamSpec, check_number, check_whole
 from detectors.features import feature_series, log_returns, rolling_zscore
 
 #: Quantile of the training scores used as the default cut when contamination is "auto":
@@ -19,6 +19,8 @@ from detectors.features import feature_series, log_returns, rolling_zscore
 DEFAULT_QUANTILE = 0.995
 #: Bars in the multi-bar return feature (a move built over a few bars, not one tick).
 SWING_BARS = 3
+#: Most trees a forest may have: more adds nothing but minutes of fitting.
+MAX_TREES = 2000
 
 
 class IsolationForestDetector(Detector):
@@ -44,6 +46,8 @@ class IsolationForestDetector(Detector):
 
     label = "Isolation Forest"
     unit = "isolation score"
+    parameters = (ParamSpec("window", "Feature window (bars)", 10, 500),
+                  ParamSpec("n_estimators", "Trees", 50, 1000, 50))
 
     def __init__(self, window=50, n_estimators=200, contamination="auto", random_state=0,
                  threshold=None):
@@ -54,13 +58,13 @@ class IsolationForestDetector(Detector):
         self.threshold = threshold
 
     def _fit(self, frame: pd.DataFrame) -> None:
-        if not isinstance(self.window, (int, np.integer)) or self.window < 2:
-            raise ValueError("window must be a whole number of bars, 2 or more; "
-                             f"got {self.window!r}.")
-        cut = self._threshold
-        if cut is not None and not (np.isfinite(cut) and cut > 0):
-            raise ValueError(f"threshold must be a positive isolation score or None; "
-                             f"got {cut!r}.")
+        check_whole("window", self.window, 2, 100_000)
+        check_whole("n_estimators", self.n_estimators, 1, MAX_TREES)
+        if self._threshold is not None:
+            check_number("threshold", self._threshold, 0.0, 1.0, example="0.6")
+        if not (self.contamination == "auto" or (isinstance(self.contamination, float)
+                                                  and 0 < self.contamination <= 0.5)):
+            raise ValueError(f'contamination must be "auto" or a share in (0, 0.5]; got {self.contamination!r}.')
         features = self._features(frame).dropna()
         if len(features) < 10:
             raise ValueError(f"window ({self.window} bars) leaves too few scorable bars in "
@@ -71,7 +75,11 @@ class IsolationForestDetector(Detector):
         training_scores = -self.model_.score_samples(features.to_numpy())
         auto = isinstance(self.contamination, str)
         share = DEFAULT_QUANTILE if auto else 1.0 - float(self.contamination)
-        self.threshold_ = float(np.quantile(training_scores, share))
+        cut = float(np.quantile(training_scores, share))
+        if (training_scores >= cut).mean() > 2 * (1 - share):
+            # Ties at the cut (a flat market scores every bar alike): flag none of them.
+            cut = float(np.nextafter(cut, np.inf))
+        self.threshold_ = cut
 
     def _score(self, frame: pd.DataFrame) -> np.ndarray:
         if not hasattr(self, "model_"):

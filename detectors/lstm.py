@@ -22,7 +22,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from detectors.base import Detector
+from detectors.base import Detector, ParamSpec, check_whole
 from detectors.features import log_returns, log_volume, range_ratio
 
 #: Feature name -> causal series computed from candles (bar t uses bars t-1 and t only).
@@ -74,12 +74,10 @@ def _check_params(det: "LstmAutoencoderDetector") -> None:
     def whole(value: Any, least: int) -> bool:
         return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= least
 
-    if not whole(det.window, 2):
-        raise ValueError(f"window must be a whole number of candles, 2 or more; got {det.window!r}.")
-    for name, least in (("units", 1), ("epochs", 1), ("batch_size", 1), ("patience", 0)):
-        if not whole(getattr(det, name), least):
-            raise ValueError(f"{name} must be a whole number, {least} or more; "
-                             f"got {getattr(det, name)!r}.")
+    # Upper bounds keep a typo from exhausting memory (units=10**6) or running for days.
+    for name, least, most in (("window", 2, 1000), ("units", 1, 512), ("epochs", 1, 1000),
+                              ("batch_size", 1, 65_536), ("patience", 0, 1000)):
+        check_whole(name, getattr(det, name), least, most)
     if not (_real(det.learning_rate) and det.learning_rate > 0):
         raise ValueError(f"learning_rate must be a positive number such as 1e-3; "
                          f"got {det.learning_rate!r}.")
@@ -169,6 +167,10 @@ class LstmAutoencoderDetector(Detector):
 
     label = "LSTM autoencoder"
     unit = "reconstruction error"
+    parameters = (ParamSpec("window", "Sequence window (bars)", 4, 96),
+                  ParamSpec("epochs", "Max epochs", 1, 100),
+                  ParamSpec("units", "LSTM units", 4, 128, 4))
+    slow = True
 
     def __init__(self, window=24, units=32, epochs=20, batch_size=256, learning_rate=1e-3,
                  validation_split=0.2, patience=3, threshold_percentile=99.0,

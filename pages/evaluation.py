@@ -4,18 +4,18 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-import detectors
 from components import controls, services, state
 from components.views import load_or_stop, score_all
 from data import DataError
-from detectors.backtest import backtest_avoid_anomalies
-from detectors.evaluation import best_threshold, evaluate, pr_curve, threshold_sweep
+from evaluation.backtest import backtest_avoid_anomalies
+from evaluation.metrics import best_threshold, evaluate, pr_curve, threshold_sweep
 
 st.title("Evaluation & backtest")
 choice = controls.render_data_controls()
 chosen, ensemble, _, _ = controls.render_detector_controls()
 candles = load_or_stop(choice)
-scores, thresholds, defaults, units = score_all(choice, candles, chosen)
+scored, thresholds = score_all(choice, candles, chosen)
+scores, units = scored.scores, scored.units
 if not scores:
     st.info("Select at least one detector in the sidebar.")
     st.stop()
@@ -36,22 +36,28 @@ kinds = st.multiselect("Label kinds to evaluate against", sorted(labels["kind"].
 if not kinds:
     st.stop()
 
-severities = {n: detectors.severity(s, thresholds[n]) for n, s in scores.items()}
-combined = detectors.combine_severities(severities, mode=ensemble.mode, k=ensemble.k)
-series = dict(scores, ensemble=combined)
-cuts = dict(thresholds, ensemble=0.5)
+detection = scored.detect(thresholds, ensemble.mode, ensemble.k)
+# Each detector alone and the ensemble, flagged exactly as the Explorer flags them; PR-AUC is
+# of the calibrated severity (one scale for all, so the rows compare like with like).
+runs = {name: scored.subset([name]).detect(thresholds) for name in scores}
+runs["ensemble"] = detection
+series = {name: run.combined for name, run in runs.items()}
+METRICS = {"pr_auc": "PR-AUC", "base_rate": "Base rate", "event_recall": "Event recall",
+           "flag_precision": "Flag precision", "f1": "F1", "detection_delay": "Delay (bars)",
+           "n_labels": "Labels", "n_flagged_events": "Flagged events"}
 rows = []
-for name, values in series.items():
-    result = evaluate(values, labels, cuts[name], kinds=kinds)
-    row = {"detector": controls.DETECTOR_LABELS.get(name, name), "threshold": cuts[name]}
-    row.update({k: result[k] for k in ("pr_auc", "base_rate", "event_recall", "flag_precision", "f1",
-                                       "detection_delay", "n_labels", "n_flagged_events")})
-    row.update({f"recall {k}": v for k, v in result["recall_by_kind"].items()})
+for name, run in runs.items():
+    result = evaluate(run.combined, labels, flagged=run.flagged, kinds=kinds)
+    row = {"Detector": "Ensemble" if name == "ensemble" else controls.detector_label(name),
+           "Threshold": f"{thresholds[name]:.3g} {units[name]}" if name in thresholds else ensemble.mode}
+    row.update({label: result[key] for key, label in METRICS.items()})
+    row.update({f"Recall: {k.replace('_', ' ')}": v for k, v in result["recall_by_kind"].items()})
     rows.append(row)
 st.subheader("At the current thresholds")
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.2f") for c in
-                            ("pr_auc", "base_rate", "event_recall", "flag_precision", "f1", "detection_delay")})
+                            ("PR-AUC", "Base rate", "Event recall", "Flag precision", "F1", "Delay (bars)")})
+st.caption("PR-AUC is point-wise, of the calibrated severity; the base rate is what a random score gets.")
 
 left, right = st.columns(2)
 with left:
@@ -60,13 +66,13 @@ with left:
     for name, values in series.items():
         curve = pr_curve(values, labels, kinds=kinds)
         fig.add_trace(go.Scatter(x=curve["recall"], y=curve["precision"], mode="lines",
-                                 name=controls.DETECTOR_LABELS.get(name, name)))
+                                 name="Ensemble" if name == "ensemble" else controls.detector_label(name)))
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="Recall",
                       yaxis_title="Precision", yaxis_range=[0, 1.02], xaxis_range=[0, 1])
     st.plotly_chart(fig, key="pr_curves")
 with right:
     st.markdown("**F1 versus threshold** (event-wise)")
-    name = st.selectbox("Detector", list(scores), format_func=controls.DETECTOR_LABELS.get, key="sweep_detector")
+    name = st.selectbox("Detector", list(scores), format_func=controls.detector_label, key="sweep_detector")
     low, high, _ = controls.slider_range(scores[name], thresholds[name])
     grid = np.linspace(max(low, high / 100), high, 60)
     sweep = threshold_sweep(scores[name], labels, grid, kinds=kinds)
@@ -98,7 +104,7 @@ reduced = cols[1].slider("Reduced exposure", 0.0, 1.0, 0.5, 0.05, disabled=mode 
 position = cols[2].slider("Position (share of capital)", 0.1, 1.0, 1.0, 0.05)
 cost = cols[3].number_input("Cost per trade (%)", 0.0, 2.0, 0.1, 0.01) / 100
 slippage = cols[4].number_input("Slippage (%)", 0.0, 2.0, 0.05, 0.01) / 100
-events = detectors.to_events(candles, scores, thresholds, mode=ensemble.mode, k=ensemble.k, reference=defaults)
+events = detection.events
 result = backtest_avoid_anomalies(candles, events, mode=mode, reduced_exposure=reduced, position=position,
                                   cost=cost, slippage=slippage)
 st.dataframe(result.metrics, width="stretch",

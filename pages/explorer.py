@@ -4,9 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-import detectors
 from components import controls, services, state, tables
 from components.charts import build_anomaly_figure
+from detectors.calibration import rarity_text
 from components.live import render_live_monitor
 from components.views import enrich_events, load_or_stop, score_all, show_data_notes
 
@@ -20,9 +20,9 @@ show_data_notes(candles)
 @st.fragment
 def analysis() -> dict:
     """Thresholds, events, chart, table and export: a slider or a selection reruns only this."""
-    scores, thresholds, defaults, units = score_all(choice, candles, chosen)
-    events = detectors.to_events(candles, scores, thresholds, mode=ensemble.mode, k=ensemble.k,
-                                 symbol=candles.attrs.get("symbol"), reference=defaults) if scores else None
+    scored, thresholds = score_all(choice, candles, chosen)
+    scores, units = scored.scores, scored.units
+    events = scored.detect(thresholds, ensemble.mode, ensemble.k).events if scores else None
     if events is not None:
         events = enrich_events(choice, candles, events, news=news_on, explain=explain_on)
 
@@ -39,7 +39,9 @@ def analysis() -> dict:
     c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
     c1.metric("Candles", f"{len(candles):,}")
     c2.metric("Events", 0 if events is None else len(events))
-    c3.metric("Highest severity", "–" if events is None or not len(events) else f"{events['severity'].max():.2f}")
+    c3.metric("Highest severity", "–" if events is None or not len(events) else f"{events['severity'].max():.2f}",
+              help=None if events is None or not len(events) else rarity_text(events["severity"].max()).capitalize()
+              + " on this series.")
     c4.metric("Top kind", "–" if events is None or not len(events) else events["kind"].mode().iat[0].replace("_", " "))
 
     chart_slot = st.empty()

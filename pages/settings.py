@@ -16,14 +16,17 @@ else:
 st.subheader("Explanations")
 config = services.explainer_config()
 if config.enabled:
-    st.write(f"Active explainer: **LLM** `{config.model}` at `{config.base_url or 'api.openai.com'}` "
-             f"(timeout {config.timeout:g} s). Events the model cannot explain fall back to the built-in "
+    st.write("Active explainer: **LLM**. Events the model cannot explain fall back to the built-in "
              "explainer, with the reason.")
+    # Plain text, never Markdown: the URL is the user's setting (credentials removed) and the
+    # test message may quote the server.
+    st.text(f"Model {config.model} at {config.display_url} (timeout {config.timeout:g} s)")
     if st.button("Test connection", icon=":material/network_check:"):
         from explain import test_connection
         with st.spinner("Sending one small request…"):
             ok, message = test_connection(config)
-        (st.success if ok else st.error)(message)
+        (st.success if ok else st.error)("Connection works." if ok else "Connection failed.")
+        st.text(message)
 else:
     st.write("Active explainer: **built-in** (rule-based, from the evidence; no network).")
 st.caption("Configure a model with the environment variables OPENAI_API_KEY, OPENAI_BASE_URL (for Ollama, "

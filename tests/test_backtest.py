@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detectors.backtest import backtest_avoid_anomalies, periods_per_year
+from evaluation.backtest import backtest_avoid_anomalies, periods_per_year
 
 RATE = 0.001 + 0.0005  # default cost + slippage, per unit of traded value
 HOURS_PER_YEAR = 365.25 * 24

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from detectors.evaluation import best_threshold, evaluate, pr_curve, threshold_sweep
+from evaluation.metrics import best_threshold, evaluate, pr_curve, threshold_sweep
 
 INDEX = pd.date_range("2024-01-01", periods=100, freq="h", tz="UTC", name="timestamp")
 

@@ -15,7 +15,7 @@ from data import DataError
 from data.demo import demo_market
 from data.news import (HEADLINE_COLUMNS, MAX_HEADLINE_CHARS, bybit_announcements_to_frame,
                        clean_text, load_headlines, read_headlines_csv, yahoo_news_to_frame)
-from detectors.news_context import (add_news_context, is_catalyst_headline,
+from events.news_context import (add_news_context, is_catalyst_headline,
                                     is_promotional_headline)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "news"
@@ -316,7 +316,7 @@ def test_news_driven_move_is_lowered():
     out = add_news_context(events, news)
     row = out.iloc[0]
     assert bool(row["news_driven"]) is True
-    assert row["severity_raw"] == 0.8 and row["severity"] == pytest.approx(0.48)
+    assert row["severity_raw"] == 0.8 and row["severity"] == pytest.approx(scaled(0.8, 0.6))
     assert row["context_note"] == "follows catalyst headline 25 min earlier"
     assert row["headline_count"] == 2
     assert row["nearest_headline_minutes"] == -25
@@ -324,11 +324,20 @@ def test_news_driven_move_is_lowered():
                                 "Acme opens a plant in Ohio")
 
 
-def test_large_move_without_news_is_raised_and_capped():
+def scaled(severity: float, factor: float) -> float:
+    """A severity whose decades of rarity are scaled by ``factor`` (how news context adjusts)."""
+    from detectors.calibration import decades_from_severity, severity_from_decades
+    import numpy as np
+    return float(severity_from_decades(decades_from_severity(np.array([severity])) * factor)[0])
+
+
+def test_large_move_without_news_is_raised_and_never_saturates():
     events = _events(("price_spike", 0, 0.7, -8.0), ("price_spike", 600, 0.9, 12.0),
                      ("volume_surge", 1200, 0.7, 0.4))
     out = add_news_context(events, _news((-2000, "Old news")))
-    assert list(out["severity"]) == [pytest.approx(0.875), 1.0, 0.7]  # small move unchanged
+    raised = out["severity"].tolist()
+    assert raised[:2] == [pytest.approx(scaled(0.7, 1.25)), pytest.approx(scaled(0.9, 1.25))]
+    assert raised[0] < raised[1] < 1.0 and raised[2] == 0.7   # ranked, below 1; small move unchanged
     assert list(out["news_driven"]) == [False, False, False]
     assert set(out["context_note"]) == {"no headline within 6 h"}
     assert out["headline_count"].tolist() == [0, 0, 0]
@@ -341,7 +350,7 @@ def test_promotional_spam_is_not_a_catalyst_and_raises_suspicion():
                  (-90, "Acme to report Q1 earnings on May 2", "normal"))
     row = add_news_context(events, news).iloc[0]
     assert bool(row["news_driven"]) is False
-    assert row["severity"] == pytest.approx(0.75)
+    assert row["severity"] == pytest.approx(scaled(0.6, 1.25))
     assert row["context_note"] == "promotional headline 40 min earlier: possible pump"
 
 
@@ -417,4 +426,4 @@ def test_news_context_on_the_demo_market():
 def test_largest_move_inside_the_event_counts():
     # A pump that round-trips ends flat but moved 9% on the way.
     events = _events(("pump_and_dump", 0, 0.6, 0.5)).assign(max_move_pct=9.0)
-    assert add_news_context(events, None)["severity"].iloc[0] == pytest.approx(0.75)
+    assert add_news_context(events, None)["severity"].iloc[0] == pytest.approx(scaled(0.6, 1.25))

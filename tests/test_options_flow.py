@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detectors.options_flow import analyze_options_flow, blend_risk
+from options_flow.analysis import analyze_options_flow, blend_risk
 
 AS_OF = pd.Timestamp("2024-03-01 15:00", tz="UTC")
 

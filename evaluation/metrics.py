@@ -12,14 +12,16 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-from detectors.events import flag_runs
+from detectors.pipeline import is_flagged
+from events.build import MERGE_GAP, flag_runs
 
 #: Bars after a label's end during which a flag still counts as finding it.
 DEFAULT_TOLERANCE = 3
 
 
-def evaluate(scores: pd.Series, labels: pd.DataFrame, threshold: float, *, kinds=None,
-             tolerance: int = DEFAULT_TOLERANCE, merge_gap: int = 2) -> dict:
+def evaluate(scores: pd.Series, labels: pd.DataFrame, threshold: float | None = None, *,
+             flagged: pd.Series | None = None, kinds=None, tolerance: int = DEFAULT_TOLERANCE,
+             merge_gap: int = MERGE_GAP) -> dict:
     """Point-wise and event-wise quality of ``scores`` against ``labels``.
 
     Parameters
@@ -30,8 +32,10 @@ def evaluate(scores: pd.Series, labels: pd.DataFrame, threshold: float, *, kinds
     labels : DataFrame
         Columns ``start``, ``end`` (inclusive, UTC) and ``kind``. Labels entirely outside
         the scored span are ignored.
-    threshold : float
-        Bars with score >= threshold are flagged.
+    threshold : float, optional
+        Bars with score >= threshold are flagged (``detectors.is_flagged``).
+    flagged : bool Series, optional
+        The flags themselves instead of a threshold (an ensemble's ``Detection.flagged``).
     kinds : iterable of str, optional
         Keep only labels of these kinds (the kinds a detector is meant to find).
     tolerance : int
@@ -52,19 +56,23 @@ def evaluate(scores: pd.Series, labels: pd.DataFrame, threshold: float, *, kinds
     inside = _inside_mask(len(scores), windows)
     result = {"pr_auc": _pr_auc(scores, inside),
               "base_rate": float(inside.mean()) if len(inside) else np.nan}
-    result.update(_event_metrics(scores.to_numpy(dtype="float64"), windows, threshold,
-                                 tolerance, merge_gap))
+    if flagged is None:
+        if threshold is None:
+            raise ValueError("Pass threshold= (a cut in the score's unit) or flagged= (bool flags).")
+        flagged = is_flagged(scores, threshold)
+    result.update(_event_metrics(flagged.reindex(scores.index, fill_value=False).to_numpy(dtype=bool),
+                                 windows, tolerance, merge_gap))
     return result
 
 
 def threshold_sweep(scores: pd.Series, labels: pd.DataFrame, thresholds, *, kinds=None,
-                    tolerance: int = DEFAULT_TOLERANCE, merge_gap: int = 2) -> pd.DataFrame:
+                    tolerance: int = DEFAULT_TOLERANCE, merge_gap: int = MERGE_GAP) -> pd.DataFrame:
     """Event-wise precision, recall and F1 at each threshold (columns in that order)."""
     windows = _label_windows(scores.index, labels, kinds)
-    values = scores.to_numpy(dtype="float64")
     rows = []
     for threshold in thresholds:
-        metrics = _event_metrics(values, windows, float(threshold), tolerance, merge_gap)
+        metrics = _event_metrics(is_flagged(scores, float(threshold)).to_numpy(dtype=bool), windows,
+                                 tolerance, merge_gap)
         rows.append({"threshold": float(threshold), "precision": metrics["flag_precision"],
                      "recall": metrics["event_recall"], "f1": metrics["f1"]})
     return pd.DataFrame(rows, columns=["threshold", "precision", "recall", "f1"])
@@ -132,15 +140,14 @@ def _pr_auc(scores: pd.Series, inside: np.ndarray) -> float:
     return float(average_precision_score(inside, filled))
 
 
-def _event_metrics(values: np.ndarray, windows: pd.DataFrame, threshold: float,
-                   tolerance: int, merge_gap: int) -> dict:
-    flagged = values >= threshold  # NaN compares False: never flagged
+def _event_metrics(flagged: np.ndarray, windows: pd.DataFrame, tolerance: int,
+                   merge_gap: int) -> dict:
     run_starts, run_ends = flag_runs(flagged, merge_gap)
     first = windows["first"].to_numpy()
     reach = windows["last"].to_numpy() + tolerance
     # Flagged positions before or at each bar: a window holds a flag iff the count grows.
     flag_count = np.concatenate([[0], np.cumsum(flagged)])
-    reach_clipped = np.minimum(reach, len(values) - 1)
+    reach_clipped = np.minimum(reach, len(flagged) - 1)
     found = flag_count[reach_clipped + 1] - flag_count[first] > 0
     # First flag at or after each label's start (-1 if none; only read where found).
     flag_positions = np.append(np.flatnonzero(flagged), -1)

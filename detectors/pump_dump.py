@@ -1,4 +1,4 @@
-"""Rule-based detection: the pump-and-dump shape, and the typing of flagged events.
+"""Rule-based detection of the pump-and-dump shape.
 
 Detection layer, plain Python. Defaults follow what surveillance analysts use: a volume
 spike is 5x the usual volume, a price spike is a 3 sigma move.
@@ -12,26 +12,12 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from detectors.base import Detector
+from detectors.base import Detector, ParamSpec, check_number, check_whole
 from detectors.features import SCALE_FLOOR, log_returns
 
 #: Volume at least this many times its usual level is a spike (crypto surveillance default).
 VOLUME_SPIKE = 5.0
-#: A return at least this many trailing standard deviations is a price spike.
-PRICE_SPIKE_Z = 3.0
-#: A one-bar return this many sigma on both legs (out and straight back) is a bad tick.
-BAD_TICK_Z = 15.0
-#: A wick this many times the usual bar range is a bad print, not trading.
-BAD_WICK_RATIO = 20.0
-#: A rise (or drop) of at least this many sigma, half undone afterwards, is a pump (or crash).
-SHAPE_SIGMA = 8.0
-#: Share of the move that must be undone to call it a reversal (dump or recovery).
-REVERSAL_SHARE = 0.5
-#: Volume ratio a pump needs (promoters bring volume; a quiet rise is not a pump).
-PUMP_VOLUME_RATIO = 3.0
 
-KINDS = ("data_error", "pump_and_dump", "flash_crash", "manipulation_suspected",
-         "volume_surge", "price_spike", "pattern_anomaly")
 
 
 class PumpDumpDetector(Detector):
@@ -56,8 +42,11 @@ class PumpDumpDetector(Detector):
     flagged once the dump has happened, not while the price is still rising.
     """
 
-    label = "Pump and dump"
+    label = "Pump-and-dump rule"
     unit = "pump z"
+    parameters = (ParamSpec("window", "Baseline window (bars)", 10, 500),
+                  ParamSpec("rise_bars", "Rise window (bars)", 2, 48),
+                  ParamSpec("fall_bars", "Reversal window (bars)", 2, 48))
 
     def __init__(self, window=50, rise_bars=6, fall_bars=6, threshold=3.0):
         self.window = window
@@ -66,14 +55,10 @@ class PumpDumpDetector(Detector):
         self.threshold = threshold
 
     def _check_params(self) -> None:
-        for name in ("window", "rise_bars", "fall_bars"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < (2 if name == "window" else 1):
-                raise ValueError(f"{name} must be a positive whole number of bars"
-                                 f"{' (2 or more)' if name == 'window' else ''}; got {value!r}.")
-        if self.threshold is None or not np.isfinite(self.threshold) or self.threshold <= 0:
-            raise ValueError("threshold must be a positive pump z, e.g. 3.0; "
-                             f"got {self.threshold!r}.")
+        check_whole("window", self.window, 2, 100_000)
+        check_whole("rise_bars", self.rise_bars, 1, 10_000)
+        check_whole("fall_bars", self.fall_bars, 1, 10_000)
+        check_number("threshold", self._threshold, 0.0, 1e6, example="3.0")
 
     def _fit(self, frame: pd.DataFrame) -> None:
         self._check_params()
@@ -118,45 +103,3 @@ class PumpDumpDetector(Detector):
         parts = self.score_components(frame)
         shape = np.minimum(parts["rise_z"].to_numpy(), parts["reversal_z"].to_numpy())
         return np.maximum(shape * parts["volume_factor"].to_numpy(), 0.0)
-
-
-def classify_event(evidence: Mapping[str, float]) -> str:
-    """The manipulation type an event's evidence points to (first rule that matches).
-
-    Keys read (missing or NaN keys make their rule not match): ``z_return`` (peak signed
-    return z), ``z_return_reversal`` (z of the neighbouring bar that moved against it),
-    ``wick_ratio`` (largest wick / usual bar range), ``volume_ratio``, and the shape in
-    sigma units: ``rise_sigma`` and ``reversal_sigma`` (rise into the event's peak, fall
-    after it), ``drop_sigma`` and ``recovery_sigma`` (drop into its trough, recovery after).
-
-    Rules, in order: ``data_error`` (out and straight back by >= 15 sigma, or a wick 20x the
-    usual range), ``pump_and_dump`` (rise >= 8 sigma on >= 3x volume, half undone),
-    ``flash_crash`` (drop >= 8 sigma, half recovered), ``manipulation_suspected`` (price
-    |z| >= 3 and volume >= 5x), ``volume_surge`` (volume >= 5x), ``price_spike``
-    (|z| >= 3), else ``pattern_anomaly``.
-    """
-    def get(key: str) -> float:
-        value = evidence.get(key)
-        return math.nan if value is None else float(value)
-
-    z_return, z_reversal = get("z_return"), get("z_return_reversal")
-    volume_ratio = get("volume_ratio")
-    rise, reversal = get("rise_sigma"), get("reversal_sigma")
-    drop, recovery = get("drop_sigma"), get("recovery_sigma")
-    bad_tick = (abs(z_return) >= BAD_TICK_Z and abs(z_reversal) >= BAD_TICK_Z
-                and z_return * z_reversal < 0)
-    if bad_tick or get("wick_ratio") >= BAD_WICK_RATIO:
-        return "data_error"
-    if (rise >= SHAPE_SIGMA and reversal >= REVERSAL_SHARE * rise
-            and volume_ratio >= PUMP_VOLUME_RATIO):
-        return "pump_and_dump"
-    if drop >= SHAPE_SIGMA and recovery >= REVERSAL_SHARE * drop:
-        return "flash_crash"
-    price_extreme = abs(z_return) >= PRICE_SPIKE_Z
-    if price_extreme and volume_ratio >= VOLUME_SPIKE:
-        return "manipulation_suspected"
-    if volume_ratio >= VOLUME_SPIKE:
-        return "volume_surge"
-    if price_extreme:
-        return "price_spike"
-    return "pattern_anomaly"

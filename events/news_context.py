@@ -12,6 +12,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from detectors.calibration import decades_from_severity, severity_from_decades
+
 __all__ = ["add_news_context", "is_catalyst_headline", "is_promotional_headline",
            "NEWS_DRIVEN_FACTOR", "NO_NEWS_FACTOR", "PROMOTION_FACTOR", "LARGE_MOVE_PCT"]
 
@@ -112,8 +114,8 @@ def add_news_context(events: pd.DataFrame, headlines: pd.DataFrame | None, *,
         ``events`` plus ``headlines`` (" | "-joined, nearest to the start first, at most
         5), ``headline_count``, ``nearest_headline_minutes`` (headline time minus start;
         negative = before, NaN when none), ``news_driven``, ``severity_raw`` (the input
-        severity) and ``context_note``. ``severity`` becomes x0.6 when news-driven, x1.25
-        (capped at 1) for a large move with no headline or with promotional spam nearby.
+        severity) and ``context_note``. ``severity``'s decades of rarity become x0.6 when news-driven, x1.25
+        for a large move with no headline or with promotional spam nearby.
         Data-error events keep their severity.
     """
     out = events.copy()
@@ -170,7 +172,8 @@ def add_news_context(events: pd.DataFrame, headlines: pd.DataFrame | None, *,
             notes[i] = f"{len(rows)} headline(s) nearby, none a catalyst"
     severity = pd.to_numeric(out["severity"], errors="coerce").astype("float64")
     out["severity_raw"] = severity
-    out["severity"] = (severity * factor).clip(upper=1.0)
+    # Scaled in decades of rarity, so a raised severity stays below 1 and events stay ranked.
+    out["severity"] = severity_from_decades(decades_from_severity(severity.to_numpy()) * factor)
     out["headlines"] = listed
     out["headline_count"] = counts
     out["nearest_headline_minutes"] = nearest

@@ -1,9 +1,7 @@
-"""From per-bar scores to events: one row per group of flagged bars, with evidence.
+"""From flagged bars to events: one row per group of flagged bars, with evidence.
 
-Detection layer, plain Python. Each detector's raw score becomes a severity against its
-threshold (0.5 at the threshold), the severities are combined (``combine_severities``), and
-bars with combined severity >= 0.5 are flagged. Flagged bars separated by at most
-``merge_gap`` unflagged bars form one event. Evidence compares the event with the
+Plain Python. ``detectors.pipeline`` decides which bars are flagged and how severe they are;
+this groups flagged bars separated by at most ``MERGE_GAP`` unflagged bars into one event. Evidence compares the event with the
 ``REFERENCE_BARS`` bars before it, so a long event cannot dilute its own yardstick.
 """
 from __future__ import annotations
@@ -16,11 +14,11 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from detectors.base import severity
-from detectors.ensemble import combine_severities
 from detectors.features import SCALE_FLOOR, feature_series, log_returns, range_ratio
-from detectors.rules import classify_event
+from events.kinds import classify_event
 
+#: Flagged bars at most this many unflagged bars apart belong to one event.
+MERGE_GAP = 2
 #: Bars before an event its evidence is measured against (the usual level of each feature).
 REFERENCE_BARS = 50
 #: Bars before the event searched for the start of a rise or the top before a drop.
@@ -28,15 +26,16 @@ CONTEXT_BARS = 10
 #: Bars after the event's end the kind may look at, to see a dump or a recovery complete.
 FOLLOW_BARS = 6
 
+EVIDENCE_COLUMNS = ["price_before", "price_end", "return_pct", "max_move_pct", "volume_ratio",
+                    "z_return", "z_volume"]
 EVENT_COLUMNS = [
     "event_id", "symbol", "interval", "start", "end", "n_bars", "detectors", "peak_detector",
-    "peak_score", "severity", "kind", "price_before", "price_end", "return_pct",
-    "max_move_pct", "volume_ratio", "z_return", "z_volume", "scores_json",
+    "peak_score", "severity", "one_in_bars", "kind", *EVIDENCE_COLUMNS, "scores_json",
 ]
 _DTYPES = {
     "event_id": "str", "symbol": "str", "interval": "str", "start": "datetime64[ns, UTC]",
     "end": "datetime64[ns, UTC]", "n_bars": "int64", "detectors": "str", "peak_detector": "str",
-    "peak_score": "float64", "severity": "float64", "kind": "str", "price_before": "float64",
+    "peak_score": "float64", "severity": "float64", "one_in_bars": "float64", "kind": "str", "price_before": "float64",
     "price_end": "float64", "return_pct": "float64", "max_move_pct": "float64",
     "volume_ratio": "float64", "z_return": "float64", "z_volume": "float64", "scores_json": "str",
 }
@@ -64,80 +63,47 @@ def event_id(symbol: str, interval: str, start: pd.Timestamp) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def default_thresholds(names) -> dict[str, float]:
-    """Each registered detector's default threshold (unfitted); raises for learned ones."""
-    from detectors import detector_class
-    out = {}
-    for name in names:
-        try:
-            out[name] = detector_class(name)().threshold
-        except ValueError as exc:  # NotFittedError is a ValueError: the cut is learned in fit
-            raise ValueError(f"Detector {name!r} has no fixed default threshold; pass "
-                             f"thresholds={{{name!r}: fitted_detector.threshold}}.") from exc
-    return out
-
-
 def to_events(candles: pd.DataFrame, scores: dict[str, pd.Series],
               thresholds: dict[str, float] | None = None, *, mode: str = "max", k: int = 2,
-              merge_gap: int = 2, symbol: str | None = None,
-              reference: dict[str, float] | None = None) -> pd.DataFrame:
+              symbol: str | None = None, merge_gap: int = MERGE_GAP) -> pd.DataFrame:
+    """Events from raw scores computed elsewhere (``detectors.from_scores(...).events``)."""
+    from detectors.pipeline import from_scores
+    return from_scores(candles, scores, thresholds, mode=mode, k=k, symbol=symbol,
+                       merge_gap=merge_gap).events
+
+
+def build_events(candles: pd.DataFrame, raw: pd.DataFrame, severity: pd.DataFrame,
+                 detector_flags: pd.DataFrame, combined: pd.Series, flagged: pd.Series, *,
+                 merge_gap: int = MERGE_GAP, symbol: str | None = None) -> pd.DataFrame:
     """Group flagged bars into events with evidence; columns ``EVENT_COLUMNS``.
 
-    Parameters
-    ----------
-    candles : DataFrame
-        Canonical candles; ``attrs["symbol"]`` and ``attrs["interval"]`` name the events.
-    scores : dict of name -> Series
-        Raw scores (higher = more anomalous), reindexed to the candles; NaN never flags.
-    thresholds : dict of name -> float, optional
-        Cut per detector in its own unit; missing names use the detector's default.
-    mode, k
-        How severities combine (see ``combine_severities``).
-    merge_gap : int
-        Flagged bars at most this many unflagged bars apart belong to one event.
-    symbol : str, optional
-        Overrides ``candles.attrs["symbol"]``.
-    reference : dict of name -> float, optional
-        Cuts that calibrate the reported ``severity`` (normally each detector's default
-        threshold). ``thresholds`` decide what is flagged; ``reference`` how severe it is,
-        so moving an analyst's slider filters events without changing their severity (and
-        the explanations written from it). Missing names use ``thresholds``.
+    All inputs are aligned to ``candles`` (the pipeline's frames: raw scores, calibrated
+    severities and flags per detector, the ensemble's severity and flags). Flagged bars at
+    most ``merge_gap`` unflagged bars apart form one event.
 
-    Returns
-    -------
-    DataFrame
-        One row per event, sorted by start. ``end`` is the last flagged bar and ``n_bars``
-        the bars from start to end. ``detectors`` lists (sorted) those whose own severity
-        reaches 0.5 in the event; ``peak_score`` is the raw score of ``peak_detector``, the
-        one with the highest severity. Evidence: ``price_before`` (close before start),
-        ``price_end``, ``return_pct`` and ``max_move_pct`` (signed largest move from
-        price_before, %), ``volume_ratio`` (largest volume / median of the 50 bars before),
-        ``z_return`` (signed) and ``z_volume`` (peak z against the 50 bars before start),
-        ``scores_json`` ({detector: peak raw score}). ``kind`` comes from
-        ``classify_event`` and may look up to ``FOLLOW_BARS`` past the end.
+    Returns one row per event, sorted by start. ``end`` is the last flagged bar and ``n_bars``
+    the bars from start to end. ``detectors`` lists (sorted) those that flag a bar of the
+    event; ``peak_detector`` is the one with the highest severity and ``peak_score`` its raw
+    peak score; ``severity`` is the ensemble's peak severity and ``one_in_bars`` how rare
+    that is ("about 1 in N bars"). Evidence: ``price_before`` (close before start),
+    ``price_end``, ``return_pct`` and ``max_move_pct`` (signed largest move from
+    price_before, %), ``volume_ratio`` (largest volume / median of the 50 bars before),
+    ``z_return`` (signed) and ``z_volume`` (peak z against the 50 bars before start),
+    ``scores_json`` ({detector: peak raw score}). ``kind`` comes from ``classify_event`` and
+    may look up to ``FOLLOW_BARS`` past the end.
     """
-    if not scores:
-        raise ValueError("Pass the scores of at least one detector.")
-    names = sorted(scores)
-    given = dict(thresholds or {})
-    cuts = {**default_thresholds([n for n in names if n not in given]), **given}
-    raw = pd.DataFrame({n: scores[n].reindex(candles.index) for n in names}, index=candles.index)
-    severities = pd.DataFrame({n: severity(raw[n], cuts[n]) for n in names})
-    combined = combine_severities({n: severities[n] for n in names}, mode=mode, k=k)
-    calibrated = severities
-    if reference:
-        calibrated = pd.DataFrame({n: severity(raw[n], reference.get(n, cuts[n])) for n in names})
-    reported = combine_severities({n: calibrated[n] for n in names}, mode=mode, k=k)
-    starts, ends = flag_runs((combined >= 0.5).to_numpy(), merge_gap)
+    from detectors.calibration import one_in_bars
+    starts, ends = flag_runs(flagged.to_numpy(dtype=bool), merge_gap)
     if len(starts) == 0:
         return _empty_events()
+    names = list(raw.columns)
     symbol = symbol if symbol is not None else str(candles.attrs.get("symbol", ""))
     interval = str(candles.attrs.get("interval", ""))
     spans = _Spans(starts, ends)
-    sev_peak = spans.max(severities.to_numpy())          # (events, detectors), NaN if none
-    raw_peak = spans.max(raw.to_numpy())
-    # The peak detector is judged on the calibrated severities, like ``severity`` itself.
-    peak = np.argmax(np.nan_to_num(spans.max(calibrated.to_numpy()), nan=-1.0), axis=1)
+    fired = spans.max(detector_flags.to_numpy(dtype="float64"))   # (events, detectors): 1 if flagged
+    raw_peak = spans.max(raw.to_numpy(dtype="float64"))
+    peak = np.argmax(np.nan_to_num(spans.max(severity.to_numpy(dtype="float64")), nan=-1.0), axis=1)
+    peak_severity = spans.max(combined.to_numpy(dtype="float64")[:, None])[:, 0]
     evidence = _evidence(candles, spans)
     kinds = [classify_event({key: values[i] for key, values in evidence.items()})
              for i in range(len(starts))]
@@ -146,14 +112,15 @@ def to_events(candles: pd.DataFrame, scores: dict[str, pd.Series],
         "event_id": [event_id(symbol, interval, t) for t in start_times],
         "symbol": symbol, "interval": interval,
         "start": start_times, "end": candles.index[ends], "n_bars": ends - starts + 1,
-        "detectors": [",".join(n for n, s in zip(names, row) if s >= 0.5) for row in sev_peak],
+        "detectors": [",".join(n for n, f in sorted(zip(names, row)) if f == 1) for row in fired],
         "peak_detector": [names[j] for j in peak],
         "peak_score": raw_peak[np.arange(len(starts)), peak],
-        "severity": spans.max(reported.to_numpy()),
+        "severity": peak_severity,
+        "one_in_bars": [one_in_bars(v) for v in peak_severity],
         "kind": kinds,
-        **{c: evidence[c] for c in EVENT_COLUMNS[11:18]},
+        **{c: evidence[c] for c in EVIDENCE_COLUMNS},
         "scores_json": [json.dumps({n: None if math.isnan(v) else round(float(v), 6)
-                                    for n, v in zip(names, row)}) for row in raw_peak],
+                                    for n, v in sorted(zip(names, row))}) for row in raw_peak],
     }, columns=EVENT_COLUMNS)
     return out.astype(_DTYPES)
 

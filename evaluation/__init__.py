@@ -1,0 +1,1 @@
+"""Evaluation against labelled events (``metrics``) and the avoid-anomalies backtest (``backtest``)."""
