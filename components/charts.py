@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from components.controls import detector_label
+from detectors.pipeline import is_flagged
 
 MAX_CANDLES_DRAWN = 2000      # beyond this, candles are resampled for drawing (scores stay exact)
 WEBGL_FROM = 3000             # score lines and markers switch to WebGL traces above this length
@@ -148,7 +149,7 @@ def build_anomaly_figure(candles: pd.DataFrame, scores: dict[str, pd.Series],
         traces.append(dict(type="scatter", x=_ms([series.index[0], series.index[-1]]), y=[threshold, threshold],
                            mode="lines", line=dict(color="#c4161c", dash="dash", width=1), showlegend=False,
                            hoverinfo="skip", name=f"{name} threshold", xaxis="x", yaxis=f"y{row}"))
-        flagged = np.flatnonzero((series > threshold).to_numpy() & (event_pos >= 0))
+        flagged = np.flatnonzero(is_flagged(series, threshold).to_numpy() & (event_pos >= 0))
         if not len(flagged):
             continue
         ev = events.iloc[event_pos[flagged]]
@@ -159,7 +160,7 @@ def build_anomaly_figure(candles: pd.DataFrame, scores: dict[str, pd.Series],
         traces.append(dict(
             type=kind, x=_ms(candles.index[flagged]), y=candles["close"].to_numpy()[flagged], mode="markers",
             name=detector_label(name), customdata=custom, xaxis="x", yaxis="y",
-            marker=dict(symbol=SYMBOLS.get(name, "circle"), size=9, color=severity, cmin=0.5, cmax=1.0,
+            marker=dict(symbol=SYMBOLS.get(name, "circle"), size=9, color=severity, cmin=0.4, cmax=0.9,
                         colorscale=SEVERITY_SCALE, line=dict(width=0.5, color="#333")),
             hovertemplate=("%{x|%Y-%m-%d %H:%M}<br><b>%{customdata[1]}</b> · severity %{customdata[4]}"
                            "<br>score %{customdata[3]}<br>%{customdata[2]}<extra>%{fullData.name}</extra>")))

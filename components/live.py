@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from components import services, state
+from components.views import problem
 from components.controls import DataChoice, DetectorChoice, detector_label
 from data import DataError, INTERVALS, load_candles, validate_candles
 from detectors.pipeline import is_flagged
@@ -84,7 +85,7 @@ def render_live_monitor(choice: DataChoice, candles: pd.DataFrame, chosen: tuple
         try:
             new = _fetch_new(choice, live)
         except DataError as exc:
-            st.warning(f"Live update failed, retrying in {every} s: {exc}")
+            problem("warning", f"Live update failed, retrying in {every} s.", exc)
             new = live["tail"].iloc[:0]
         new_scores = {"zscore": pd.Series([live["inc"].update_one(row)["score"] for _, row in new.iterrows()],
                                           index=new.index, dtype="float64")}

@@ -103,7 +103,8 @@ def explainer_config():
     try:
         return load_config(secrets())
     except ValueError as exc:
-        st.warning(f"{exc} Using the built-in explainer until this is fixed.")
+        st.warning("The explainer settings are broken: using the built-in explainer until this is fixed.")
+        st.text(str(exc))
         return ExplainerConfig()
 
 

@@ -8,16 +8,17 @@ import streamlit as st
 
 from components import state
 from data.export import to_safe_csv
+from detectors.calibration import rarity_text
 
 TABLE_COLUMNS = ["start", "end", "kind", "severity", "combined_risk", "detectors", "return_pct",
                  "volume_ratio", "z_return", "z_volume", "context_note", "explanation", "explanation_source",
                  "grounded", "recommended_action", "status"]
 EXPORT_COLUMNS = ["event_id", "symbol", "interval", "start", "end", "n_bars", "kind", "severity",
-                  "severity_raw", "detectors", "peak_detector", "peak_score", "price_before", "price_end",
+                  "one_in_bars", "severity_raw", "detectors", "peak_detector", "peak_score", "price_before", "price_end",
                   "return_pct", "max_move_pct", "volume_ratio", "z_return", "z_volume", "scores_json",
                   "news_driven", "context_note", "headlines", "explanation", "explanation_source",
-                  "explanation_kind", "confidence", "risk_score", "combined_risk", "recommended_action",
-                  "key_evidence", "grounded", "ungrounded_numbers", "fallback_reason", "status", "note"]
+                  "explanation_kind", "confidence", "risk_score", "combined_risk", "risk_note",
+                  "recommended_action", "key_evidence", "grounded", "ungrounded_numbers", "fallback_reason", "status", "note"]
 EVIDENCE_FIELDS = [("return_pct", "Return over event (%)"), ("max_move_pct", "Largest move (%)"),
                    ("volume_ratio", "Volume / trailing median (x)"), ("z_return", "Peak return z"),
                    ("z_volume", "Peak volume z"), ("price_before", "Price before"),
@@ -54,7 +55,8 @@ def render_event_panel(event: pd.Series) -> None:
     """Evidence and full explanation of one event. All untrusted text is rendered as plain text."""
     st.markdown(f"#### {event['kind'].replace('_', ' ')} · {event['start']:%Y-%m-%d %H:%M} UTC")
     cols = st.columns(4)
-    cols[0].metric("Severity", f"{event['severity']:.2f}")
+    cols[0].metric("Severity", f"{event['severity']:.2f}", help=rarity_text(event["severity"]).capitalize()
+                   + " on this series (calibrated: equal severities are equally rare for every detector).")
     cols[1].metric("Return", f"{event['return_pct']:+.2f}%")
     cols[2].metric("Volume ratio", f"{event['volume_ratio']:.1f}x")
     cols[3].metric("Status", str(event.get("status", "") or "not in case log"))
@@ -72,10 +74,12 @@ def render_event_panel(event: pd.Series) -> None:
             st.caption(f"Explanation · {source}" + ("" if event.get("grounded", True) else " · UNVERIFIED"))
             st.text(event["explanation"])
             if not event.get("grounded", True):
-                st.warning("This explanation states numbers not found in the evidence: "
-                           f"{event.get('ungrounded_numbers', '')}. Trust the evidence table.")
+                st.warning("This explanation states numbers not found in the evidence. Trust the evidence table.")
+                st.text(f"Unverified numbers: {event.get('ungrounded_numbers', '')}")
+            if event.get("risk_note"):
+                st.text(event["risk_note"])
             if event.get("fallback_reason"):
-                st.caption(f"Built-in explanation used: {event['fallback_reason']}")
+                st.text(f"Built-in explanation used: {event['fallback_reason']}")
             if event.get("recommended_action"):
                 st.text(f"Recommended action: {event['recommended_action']} · confidence "
                         f"{event.get('confidence', '')} · explainer risk {event.get('risk_score', float('nan')):.2f}")

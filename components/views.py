@@ -11,6 +11,14 @@ from data import DataError
 from detectors.pipeline import Scored
 
 
+def problem(level: str, heading: str, detail: object = "") -> None:
+    """A notice whose heading is ours and whose detail (file contents, server messages, model
+    output: untrusted) is plain text: no Markdown, no links, no images fetched."""
+    getattr(st, level)(heading)
+    if str(detail):
+        st.text(str(detail))
+
+
 def load_or_stop(choice: DataChoice) -> pd.DataFrame:
     """Load candles with a status box; on a data problem show what to fix and stop the page."""
     if choice.source == "csv" and not choice.csv_bytes:
@@ -24,7 +32,7 @@ def load_or_stop(choice: DataChoice) -> pd.DataFrame:
         else:
             candles = services.cached_candles(choice)
     except DataError as exc:
-        st.error(f"Cannot load data: {exc}")
+        problem("error", "Cannot load data.", exc)
         st.stop()
     return candles
 
@@ -56,7 +64,7 @@ def score_all(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorC
     if bar is not None:
         bar.empty()
     for message in result.errors.values():
-        st.error(f"Could not run {message}")
+        problem("error", "A detector could not run.", message)
     thresholds = {}
     box = sidebar or st.sidebar
     if result.scores:
@@ -76,7 +84,7 @@ def enrich_events(choice: DataChoice, candles: pd.DataFrame, events: pd.DataFram
     try:
         headlines = services.cached_headlines(choice)
     except DataError as exc:
-        st.warning(f"Headlines unavailable: {exc}")
+        problem("warning", "Headlines unavailable.", exc)
     config = services.explainer_config()
     if explain and config.enabled and len(events):
         top_n = int(st.sidebar.number_input(f"Explain the top N events with {config.model}", 0, 200, 10,

@@ -4,10 +4,10 @@ Raw scores come in each detector's own unit (|z|, pump z, isolation score, recon
 error), so they cannot be compared or combined. A ``TailCalibration`` learns, from the scores
 a detector gave on the series it was fitted on, the tail probability of any score:
 
-- in the body, the empirical share of fitted scores at least as high;
-- beyond the ``TAIL_QUANTILE`` of the fitted scores, a generalised Pareto tail fitted to the
-  excesses (peaks over threshold, as in SPOT, Siffer et al., KDD 2017), so a score higher
-  than any seen still gets a smaller probability than the last one: severities never saturate.
+- up to the highest fitted score, the empirical share of fitted scores at least as high;
+- beyond it, a generalised Pareto tail fitted to the excesses over the ``TAIL_QUANTILE``
+  (peaks over threshold, as in SPOT, Siffer et al., KDD 2017), so a score higher than any
+  seen still gets a smaller probability than the last one: severities never saturate.
 
 Severity maps the tail probability p to [0, 1) through its decades of rarity d = -log10(p):
 ``severity = d / (d + HALF_SEVERITY_DECADES)``. So 0.5 means "about 1 in 30 bars", 0.8 "1 in
@@ -47,23 +47,26 @@ class TailCalibration:
     def decades(self, scores: pd.Series | np.ndarray) -> np.ndarray:
         """-log10 P(score >= s) for each s: 0 for the lowest scores, NaN where s is NaN.
 
-        Worked in logarithms so a score far beyond the fitted ones never underflows to a tie."""
+        Empirical up to the highest fitted score (exact on the fitted series: the share of
+        bars at or above any severity is the same for every detector); beyond it, the fitted
+        Pareto tail continues from there. Worked in logarithms, so a score far beyond the
+        fitted ones never underflows to a tie."""
         s = np.asarray(scores, dtype="float64")
         if self.n_ == 0:
             return np.full(s.shape, np.nan)
         above = self.n_ - np.searchsorted(self.sorted_, s, side="left")
         decades = -np.log10((above + 1.0) / (self.n_ + 1.0))
-        tail = s > self.tail_start_
-        if tail.any():
+        top = self.sorted_[-1]
+        beyond = s > top
+        if beyond.any():
             if self.scale_ > 0:
-                x = np.maximum(s - self.tail_start_, 0.0) / self.scale_
+                x = np.maximum(s - top, 0.0) / self.scale_
                 with np.errstate(invalid="ignore"):
                     log_survival = (-x / math.log(10) if self.shape_ < 1e-9
                                     else -np.log10(1.0 + self.shape_ * x) / self.shape_)
-                tail_decades = -math.log10(self.tail_share_) - log_survival
-            else:   # every fitted score equal: anything higher is rarer than all of them
-                tail_decades = np.full(len(s), math.log10(self.n_ + 1.0))
-            decades = np.where(tail, tail_decades, decades)
+            else:   # every fitted score equal: a higher one is a decade rarer than all of them
+                log_survival = np.full(len(s), -1.0)
+            decades = np.where(beyond, math.log10(self.n_ + 1.0) - log_survival, decades)
         return np.where(np.isnan(s), np.nan, decades)
 
     def severity(self, scores: pd.Series) -> pd.Series:

@@ -3,7 +3,8 @@
 ``explain_events`` asks an OpenAI-compatible model when one is configured (key or base URL)
 and falls back to the built-in, rule-based explainer whenever there is no model or the model
 fails; the reason is recorded in ``fallback_reason``. Every explanation is checked against
-the evidence (``grounded``), and results are cached in ``store.explanations``.
+the evidence (``grounded``); an ungrounded answer's own risk is ignored (``risk_note`` says
+so) and the statistical severity stands. Results are cached in ``store.explanations``.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from explain.builtin import (NEWS_AFTER_HOURS, NEWS_WINDOW_HOURS, build_evidence,
-                             explain_builtin, normalise_headlines, to_utc)
+                             explain_builtin, normalise_headlines, recommended_action, to_utc)
 from explain.config import ExplainerConfig, load_config
 from explain.grounding import check_grounding
 from explain.llm import (PROMPT_VERSION, LlmOutcome, event_budget, make_client,
@@ -36,7 +37,7 @@ BUILTIN_SOURCE = "built-in"
 #: Columns explain_events adds, in this order.
 OUTPUT_COLUMNS = ["explanation", "explanation_source", "explanation_kind", "confidence",
                   "risk_score", "recommended_action", "key_evidence", "grounded",
-                  "fallback_reason", "ungrounded_numbers", "combined_risk"]
+                  "fallback_reason", "ungrounded_numbers", "combined_risk", "risk_note"]
 #: Seconds allowed beyond the per-event budgets before waiting on the workers stops.
 _GRACE_S = 1.0
 
@@ -190,14 +191,17 @@ def explain_events(events: pd.DataFrame, candles: pd.DataFrame | None = None,
         built-in texts; never a timeout, rate limit or other transient failure).
     judge_weight : weight w of the model's risk in ``combined_risk = w * risk_score +
         (1 - w) * severity`` (SEED_FACTS: 0.4); where severity is NaN, combined_risk is
-        risk_score.
+        risk_score. An ungrounded model answer does not count: its ``risk_score`` and
+        ``recommended_action`` become the statistical ones (as the built-in explainer's), so
+        combined_risk is the severity, and ``risk_note`` names the ignored risk.
 
     Returns
     -------
     DataFrame with OUTPUT_COLUMNS added: ``explanation_source`` is the model name or
     "built-in", ``fallback_reason`` is "" unless the model was wanted but not used,
     ``key_evidence`` is " ; "-joined, ``grounded`` says every number in the explanation is
-    in the evidence and ``ungrounded_numbers`` (", "-joined) lists those that are not.
+    in the evidence and ``ungrounded_numbers`` (", "-joined) lists those that are not;
+    ``risk_note`` is "" unless the model's risk was ignored.
     """
     if not 0.0 <= judge_weight <= 1.0:
         raise ValueError(f"judge_weight must be between 0 and 1, got {judge_weight!r}.")
@@ -250,8 +254,9 @@ def _ask_model(jobs: list[int], items: list[_Event], config: ExplainerConfig, ma
                use_cache: bool, finish: Callable[[int, dict[str, Any]], None]) -> None:
     """Ask the model about ``jobs`` in a thread pool, bounded by an overall deadline.
 
-    Each request has its own timeout and each event its own budget; the overall deadline
-    (one budget per wave of workers, plus a grace second) stops waiting on anything stuck.
+    Each event has its own budget and every request ends by the overall deadline (one budget
+    per wave of workers), so the workers are done and joined when this returns; the grace
+    second after it only guards against a request that ignores its deadline.
     """
     try:
         client = make_client(config)
@@ -260,13 +265,14 @@ def _ask_model(jobs: list[int], items: list[_Event], config: ExplainerConfig, ma
             finish(pos, items[pos].builtin(f"cannot create the client ({type(exc).__name__})"))
         return
     workers = min(max_workers, len(jobs))
-    deadline = time.monotonic() + math.ceil(len(jobs) / workers) * event_budget(config) + _GRACE_S
+    deadline = time.monotonic() + math.ceil(len(jobs) / workers) * event_budget(config)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="explain")
     futures = {pool.submit(request_explanation, client, config, items[pos].evidence,
-                           items[pos].near): pos for pos in jobs}
+                           items[pos].near, deadline=deadline): pos for pos in jobs}
     pending = set(jobs)
     try:
-        for future in as_completed(futures, timeout=max(deadline - time.monotonic(), 0.0)):
+        for future in as_completed(futures,
+                                   timeout=max(deadline + _GRACE_S - time.monotonic(), 0.0)):
             pos = futures[future]
             pending.discard(pos)
             finish(pos, _use_outcome(future.result(), items[pos], config, use_cache))
@@ -276,7 +282,8 @@ def _ask_model(jobs: list[int], items: list[_Event], config: ExplainerConfig, ma
         for pos in sorted(pending):
             finish(pos, items[pos].builtin(f"timed out after {config.timeout:g} s"))
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        # All done: join the idle workers. Something stuck: do not block the page on it.
+        pool.shutdown(wait=not pending, cancel_futures=True)
         if not pending:  # a stuck worker may still be using the client
             client.close()
 
@@ -296,13 +303,27 @@ def _use_outcome(outcome: LlmOutcome, item: _Event, config: ExplainerConfig,
     return result
 
 
+def _statistical(result: dict[str, Any], severity: float, unverified: list[str]) -> dict[str, Any]:
+    """An ungrounded model answer without its own risk: an explainer that states numbers not in
+    the evidence cannot move the risk, so the severity stands (as for the built-in text)."""
+    if result["source"] == BUILTIN_SOURCE:
+        return result
+    stat = severity if math.isfinite(severity) else 0.0
+    note = (f"model risk {float(result['risk_score']):.2f} ignored: the explanation states "
+            f"numbers not in the evidence ({', '.join(unverified)}); statistical risk used")
+    return {**result, "risk_score": round(stat, 3), "recommended_action": recommended_action(stat),
+            "risk_note": note}
+
+
 def _assemble(events: pd.DataFrame, items: list[_Event], results: list[dict[str, Any]],
               judge_weight: float) -> pd.DataFrame:
     out = events.copy()
     checks = [item.grounding(result) for item, result in zip(items, results)]
-    risk = pd.Series([float(r["risk_score"]) for r in results], index=out.index, dtype="float64")
     severity = pd.Series(pd.to_numeric(out.get("severity"), errors="coerce"), index=out.index,
                          dtype="float64")
+    results = [result if ok else _statistical(result, sev, unverified)
+               for result, (ok, unverified), sev in zip(results, checks, severity.tolist())]
+    risk = pd.Series([float(r["risk_score"]) for r in results], index=out.index, dtype="float64")
     out["explanation"] = [r["explanation"] for r in results]
     out["explanation_source"] = [r["source"] for r in results]
     out["explanation_kind"] = [r["kind"] for r in results]
@@ -314,4 +335,5 @@ def _assemble(events: pd.DataFrame, items: list[_Event], results: list[dict[str,
     out["fallback_reason"] = [r["fallback_reason"] for r in results]
     out["ungrounded_numbers"] = [", ".join(numbers) for _, numbers in checks]
     out["combined_risk"] = (judge_weight * risk + (1.0 - judge_weight) * severity).fillna(risk)
+    out["risk_note"] = [r.get("risk_note", "") for r in results]
     return out

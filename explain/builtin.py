@@ -23,7 +23,7 @@ KINDS = ["normal", "volume_surge", "price_spike", "flash_crash", "pump_and_dump"
 ACTIONS = ["no_action", "monitor", "review", "escalate"]
 CONFIDENCES = ["low", "medium", "high"]
 #: Headlines from this many hours before an event's start to NEWS_AFTER_HOURS after its end
-#: count as nearby (the window of detectors.news_context.add_news_context).
+#: count as nearby (the window of events.news_context.add_news_context).
 NEWS_WINDOW_HOURS = 6
 NEWS_AFTER_HOURS = 1
 #: Thresholds analysts know (SEED_FACTS), sent with the evidence so a model may cite them.
@@ -149,12 +149,17 @@ def recommended_action(score: float) -> str:
     return "escalate" if score > 0.9 else "review" if score > 0.7 else "monitor"
 
 
+#: Calibrated severities from which the built-in explainer is medium / highly confident:
+#: about 1 in 180 bars and about 1 in a million bars (see ``detectors.calibration``).
+MEDIUM_CONFIDENCE_SEVERITY, HIGH_CONFIDENCE_SEVERITY = 0.6, 0.8
+
+
 def confidence_for(severity: float) -> str:
-    """High from severity 0.8, medium from 0.6, else low (NaN -> low)."""
+    """High from HIGH_CONFIDENCE_SEVERITY, medium from MEDIUM_CONFIDENCE_SEVERITY, else low."""
     severity = _number(severity)
-    if severity is None or severity < 0.6:
+    if severity is None or severity < MEDIUM_CONFIDENCE_SEVERITY:
         return "low"
-    return "high" if severity >= 0.8 else "medium"
+    return "high" if severity >= HIGH_CONFIDENCE_SEVERITY else "medium"
 
 
 def _num(value: float) -> str:

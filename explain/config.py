@@ -1,17 +1,21 @@
 """Explanation layer: which model explains events, read from the environment or app secrets.
 
-No Streamlit here: the UI passes ``st.secrets`` in as a plain mapping. The API key is never
-shown: ``repr``/``str`` mask it, so a config can be logged or displayed safely.
+No Streamlit here: the UI passes ``st.secrets`` in as a plain mapping. Credentials are never
+shown: ``repr``/``str`` mask the API key, and every URL or error text that is displayed,
+logged or stored goes through :func:`redact_url` / :func:`redact` first, which drop
+``user:password@`` and mask key- or token-like query values.
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlsplit
 
-__all__ = ["ExplainerConfig", "load_config", "DEFAULT_MODEL", "DEFAULT_TIMEOUT", "OPENAI_URL"]
+__all__ = ["ExplainerConfig", "load_config", "redact", "redact_url", "DEFAULT_MODEL",
+           "DEFAULT_TIMEOUT", "OPENAI_URL"]
 
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_TIMEOUT = 20.0
@@ -19,6 +23,33 @@ DEFAULT_TIMEOUT = 20.0
 OPENAI_URL = "https://api.openai.com/v1"
 #: Key sent to local OpenAI-compatible servers (Ollama, vLLM, LM Studio) that need none.
 NO_KEY = "not-needed"
+
+#: ``scheme://user:password@`` anywhere in a text; the credentials are the group left out.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#]*@")
+#: The same at the start of a bare URL setting, with or without a scheme.
+_LEADING_USERINFO = re.compile(r"(?i)^((?:[a-z][a-z0-9+.\-]*://)?)[^\s/?#]*@")
+#: Query parameters whose name looks like a secret: api_key, access_token, sig, password, ...
+_SECRET_PARAM = re.compile(r"(?i)([?&;][^=&#\s]*(?:key|token|secret|passw|pwd|auth|sig|credential)"
+                           r"[^=&#\s]*=)[^&#\s]*")
+MASK = "***"
+
+
+def redact(text: str, *secrets: str) -> str:
+    """``text`` with the credentials of any URL in it removed and each of ``secrets`` masked.
+
+    Applied to every error text that may hold a URL or echo a credential before it is shown,
+    logged, cached or exported (server messages can quote the request URL or the key).
+    """
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:  # masking every "a" of a 1-letter password would garble the text
+            text = text.replace(secret, MASK)
+    return _SECRET_PARAM.sub(lambda m: m.group(1) + MASK, _USERINFO.sub(r"\1", text))
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit to display: no ``user:password@``, key/token-like query values masked."""
+    return redact(_LEADING_USERINFO.sub(r"\1", url))
+
 
 _ENV_NAMES = {"api_key": "OPENAI_API_KEY", "base_url": "OPENAI_BASE_URL",
               "model": "OPENAI_MODEL", "timeout": "OPENAI_TIMEOUT"}
@@ -60,13 +91,43 @@ class ExplainerConfig:
         return self.base_url or OPENAI_URL
 
     @property
+    def display_url(self) -> str:
+        """The server's URL without credentials, for the Settings page and messages."""
+        return redact_url(self.url)
+
+    @property
     def host(self) -> str:
         """Host (and port) of the server, for messages such as "cannot reach localhost:11434"."""
-        return urlparse(self.url).netloc or self.url
+        return urlsplit(self.display_url).netloc or self.display_url
+
+    @property
+    def client_url(self) -> str:
+        """The URL handed to the HTTP client: without ``user:password@``, so neither the
+        client's logs nor its errors can carry them (they travel in ``credentials``)."""
+        return _LEADING_USERINFO.sub(r"\1", self.url)
+
+    def _userinfo(self) -> tuple[str, str] | None:
+        """(user, password) as written in the base URL's ``user:password@``, or None."""
+        match = _LEADING_USERINFO.match(self.url)
+        if match is None:
+            return None
+        user, _, password = match.group(0)[len(match.group(1)):-1].partition(":")
+        return user, password
+
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        """(user, password) from the base URL, decoded: sent as HTTP Basic auth."""
+        found = self._userinfo()
+        return None if found is None else (unquote(found[0]), unquote(found[1]))
+
+    def redact(self, text: str) -> str:
+        """``text`` without this config's key, URL password or any URL credentials."""
+        password = (self._userinfo() or ("", ""))[1]
+        return redact(text, self.api_key, password, unquote(password))
 
     def __repr__(self) -> str:
         key = "'***'" if self.api_key else "''"
-        return (f"ExplainerConfig(api_key={key}, base_url={self.base_url!r}, "
+        return (f"ExplainerConfig(api_key={key}, base_url={redact_url(self.base_url)!r}, "
                 f"model={self.model!r}, timeout={self.timeout:g})")
 
     __str__ = __repr__

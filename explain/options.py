@@ -2,7 +2,9 @@
 
 The model gets the result's metrics and flags as evidence and answers in the same schema as
 event explanations; its risk score is blended with the statistical one (0.6 statistical +
-0.4 model, SEED_FACTS D). Any failure falls back to the built-in text, with the reason.
+0.4 model, SEED_FACTS D), unless its text states numbers not in the evidence: then its risk
+is ignored and ``risk_note`` says why. Any failure falls back to the built-in text, with the
+reason.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 from explain.builtin import recommended_action
 from explain.config import ExplainerConfig
 from explain.grounding import check_grounding
-from explain.llm import make_client, request_explanation
+from explain.llm import LlmOutcome, make_client, request_explanation
 
 BUILTIN = "built-in"
 _ACTION_WORDS = {"escalate": "Escalate for immediate review", "review": "Review with elevated monitoring",
@@ -23,9 +25,10 @@ _ACTION_WORDS = {"escalate": "Escalate for immediate review", "review": "Review 
 class OptionsAssessment:
     text: str
     source: str              # the model name, or "built-in"
-    risk: float              # statistical risk, blended with the model's when it answered
+    risk: float              # statistical risk, blended with the model's when it answered grounded
     grounded: bool = True    # every number the model wrote is in the evidence
     fallback_reason: str = ""
+    risk_note: str = ""      # why the model's risk was not blended in, when it was not
 
 
 def options_evidence(result: Any, symbol: str) -> dict[str, Any]:
@@ -57,17 +60,26 @@ def _builtin_text(result: Any, symbol: str) -> str:
 
 
 def assess_options_flow(result: Any, symbol: str, config: ExplainerConfig | None = None) -> OptionsAssessment:
-    """Assess ``result`` (a ``detectors.options_flow.OptionsFlowResult``); never raises for
+    """Assess ``result`` (a ``options_flow.analysis.OptionsFlowResult``); never raises for
     model or network failures."""
-    from detectors.options_flow import blend_risk
+    from options_flow.analysis import blend_risk
     builtin = _builtin_text(result, symbol)
     if config is None or not config.enabled:
         return OptionsAssessment(builtin, BUILTIN, result.risk_score, fallback_reason="no model configured")
     evidence = options_evidence(result, symbol)
-    outcome = request_explanation(make_client(config), config, evidence)
+    try:
+        with make_client(config) as client:
+            outcome = request_explanation(client, config, evidence)
+    except Exception as exc:  # e.g. a malformed base URL: fall back rather than break the page
+        outcome = LlmOutcome(None, f"cannot create the client ({type(exc).__name__})")
     if outcome.answer is None:
         return OptionsAssessment(builtin, BUILTIN, result.risk_score, fallback_reason=outcome.fallback_reason)
     text = outcome.answer["explanation"]
-    grounded, _ = check_grounding(text, evidence)
-    risk = blend_risk(list(result.scores.values()), float(outcome.answer["risk_score"]))
-    return OptionsAssessment(text, config.model, risk, grounded)
+    grounded, unverified = check_grounding(text, evidence)
+    model_risk = float(outcome.answer["risk_score"])
+    if not grounded:  # a model that states numbers not in the metrics cannot move the risk
+        note = (f"model risk {model_risk:.2f} ignored: the assessment states numbers not in the "
+                f"metrics ({', '.join(unverified)}); statistical risk used")
+        return OptionsAssessment(text, config.model, blend_risk(list(result.scores.values())),
+                                 False, risk_note=note)
+    return OptionsAssessment(text, config.model, blend_risk(list(result.scores.values()), model_risk))

@@ -4,7 +4,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from components import controls, services, state
+from components.views import problem
 from data import DataError
+from detectors.pipeline import is_flagged
 
 st.title("News")
 choice = controls.render_data_controls()
@@ -17,7 +19,7 @@ try:
     else:
         headlines = services.cached_headlines(choice)
 except DataError as exc:
-    st.error(f"Cannot load headlines: {exc}")
+    problem("error", "Cannot load headlines.", exc)
     st.stop()
 if headlines.empty:
     st.info("No headlines for this symbol and range. Widen the range, pick another source, or upload a CSV.")
@@ -27,8 +29,8 @@ try:
         scores, default, unit = services.headline_scores(
             f"{choice.key}|{pd.util.hash_pandas_object(headlines[['headline']]).sum()}", headlines, embedder)
 except (ValueError, ImportError) as exc:
-    st.error(f"The text detector could not run with the {embedder!r} embedder: {exc} "
-             "Pick another embedder in Settings.")
+    problem("error", f"The text detector could not run with the {embedder!r} embedder: pick another "
+            "embedder in Settings.", exc)
     st.stop()
 
 low, high, step = controls.slider_range(scores, default)
@@ -36,7 +38,7 @@ key = state.threshold_key("text_embedding", choice.key)
 threshold = st.slider(f"Threshold ({unit})", float(low + step), float(high), step=float(step),
                       **state.kept(key, float(round(default / step) * step)),
                       help=f"Default {default:.3f}. Headlines farther than this from ordinary news are flagged.")
-table = headlines.assign(score=scores.to_numpy(), flagged=scores.to_numpy() > threshold)
+table = headlines.assign(score=scores.to_numpy(), flagged=is_flagged(scores, threshold).to_numpy())
 cols = st.columns([1, 2, 2])
 only_flagged = cols[0].toggle("Flagged only")
 search = cols[1].text_input("Contains", placeholder="word in the headline")

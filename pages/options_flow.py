@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from components import services
+from components.views import problem
 from data import DataError
 
 st.title("Options flow")
@@ -16,7 +17,7 @@ symbol = cols[1].text_input("Symbol", value="DEMO" if source == "demo" else "AAP
 try:
     chain = services.cached_option_chain(source, symbol)
 except DataError as exc:
-    st.error(f"Cannot load the option chain: {exc}")
+    problem("error", "Cannot load the option chain.", exc)
     st.stop()
 result = services.options_flow(chain)
 spot = chain.attrs.get("spot")
@@ -31,11 +32,15 @@ m[4].metric("Unusual contracts", int(result.metrics["unusual_contracts"]))
 st.subheader("Assessment")
 with st.spinner("Assessing…"):
     assessment = services.assess_options(result, symbol)
-st.caption(f"By {assessment.source}" + (f" ({assessment.fallback_reason})" if assessment.fallback_reason else "")
-           + ("" if assessment.grounded else " · UNVERIFIED: states numbers not in the metrics"))
+st.text(f"By {assessment.source}" + (f" ({assessment.fallback_reason})" if assessment.fallback_reason else "")
+        + ("" if assessment.grounded else " · UNVERIFIED: states numbers not in the metrics"))
 st.text(assessment.text)
 if assessment.source != "built-in":
-    st.metric("Risk, blended with the model (0.6 statistical + 0.4 model)", f"{assessment.risk:.2f}")
+    if getattr(assessment, "risk_note", ""):
+        st.metric("Risk (statistical; model risk ignored)", f"{assessment.risk:.2f}")
+        st.text(assessment.risk_note)
+    else:
+        st.metric("Risk, blended with the model (0.6 statistical + 0.4 model)", f"{assessment.risk:.2f}")
 
 st.subheader("Flagged contracts")
 flagged = result.contracts[result.contracts["unusual"]]

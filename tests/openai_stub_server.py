@@ -1,13 +1,17 @@
 """A local OpenAI-compatible HTTP server for tests, on 127.0.0.1, scripted per test.
 
 Each test queues the responses the server gives, in order (body, status, headers, delay),
-and afterwards reads the requests it received. The real ``openai`` client talks to it over
-HTTP, so retries, timeouts and error mapping are exercised exactly as in production.
+and afterwards reads the requests it received. A body may also be raw bytes, sent chunked
+(no content-length) and dripped a few bytes at a time, to play a huge or a slow answer. The
+real ``openai`` client talks to it over HTTP, so retries, timeouts and error mapping are
+exercised exactly as in production.
 Responses follow the wire format of chat completions (API_FORMATS.md, section 3).
 """
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from collections import deque
@@ -40,10 +44,13 @@ def error_body(message: str, type_: str = "invalid_request_error", code: str | N
 
 @dataclass
 class ScriptedResponse:
-    body: dict
+    body: dict | bytes
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    chunked: bool = False       # Transfer-Encoding: chunked instead of a content-length
+    chunk_size: int = 0         # bytes per write (0: all at once)
+    chunk_delay: float = 0.0    # seconds between writes (a slow drip)
 
 
 @dataclass
@@ -77,10 +84,12 @@ class StubOpenAIServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
-    def enqueue(self, body: dict, status: int = 200, headers: dict[str, str] | None = None,
-                delay: float = 0.0) -> None:
+    def enqueue(self, body: dict | bytes, status: int = 200, headers: dict[str, str] | None = None,
+                delay: float = 0.0, *, chunked: bool = False, chunk_size: int = 0,
+                chunk_delay: float = 0.0) -> None:
         with self._lock:
-            self._queue.append(ScriptedResponse(body, status, dict(headers or {}), delay))
+            self._queue.append(ScriptedResponse(body, status, dict(headers or {}), delay,
+                                                chunked, chunk_size, chunk_delay))
 
     def answer(self, content: str | None, **kwargs: Any) -> None:
         """Queue a 200 chat completion with this message content."""
@@ -113,25 +122,45 @@ class StubOpenAIServer:
                     body = {"_raw": raw.decode("utf-8", "replace")}
                 self._respond(body)
 
+            def _wait(self, seconds: float) -> None:
+                """Sleep, but stop (BrokenPipeError) as soon as the client hangs up, so a test's
+                slow answer leaves no thread behind once the client gave up."""
+                stop = time.monotonic() + seconds
+                while (left := stop - time.monotonic()) > 0:
+                    if select.select([self.connection], [], [], min(left, 0.02))[0]:
+                        if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                            raise BrokenPipeError("client hung up")
+                        time.sleep(min(left, 0.02))
+
             def _respond(self, body: dict) -> None:
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 with stub._lock:
                     stub.requests.append(ReceivedRequest(self.command, self.path, headers, body))
                 scripted = stub._next()
-                if scripted.delay:
-                    time.sleep(scripted.delay)
-                payload = json.dumps(scripted.body).encode()
+                payload = (scripted.body if isinstance(scripted.body, bytes)
+                           else json.dumps(scripted.body).encode())
                 try:
+                    self._wait(scripted.delay)
                     self.send_response(scripted.status)
                     self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(payload)))
+                    if scripted.chunked:
+                        self.send_header("transfer-encoding", "chunked")
+                    else:
+                        self.send_header("content-length", str(len(payload)))
                     self.send_header("x-request-id", f"req_{len(stub.requests)}")
                     for name, value in scripted.headers.items():
                         self.send_header(name, value)
                     self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout): nothing to answer
+                    step = scripted.chunk_size or max(len(payload), 1)
+                    for start in range(0, len(payload), step):
+                        piece = payload[start:start + step]
+                        self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+                                         if scripted.chunked else piece)
+                        self._wait(scripted.chunk_delay)
+                    if scripted.chunked:
+                        self.wfile.write(b"0\r\n\r\n")
+                except OSError:  # BrokenPipeError, ConnectionResetError
+                    self.close_connection = True  # the client gave up: nothing to answer
 
         return Handler
 

@@ -21,7 +21,7 @@ START = pd.Timestamp("2024-01-05 14:00", tz="UTC")
 
 
 def make_event(**overrides) -> dict:
-    """One events-frame row shaped like detectors.events.to_events output."""
+    """One events-frame row shaped like events.build.to_events output."""
     event = dict(event_id="ev-1", symbol="BTCUSDT", interval="1h", start=START,
                  end=START + pd.Timedelta(hours=2), n_bars=3, detectors="zscore,pump_dump",
                  peak_detector="zscore", peak_score=5.234, severity=0.93, kind="volume_surge",

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from data.options import load_option_chain
-from detectors.options_flow import analyze_options_flow
+from options_flow.analysis import analyze_options_flow
 from explain import ExplainerConfig
 from explain.options import assess_options_flow, options_evidence
 from tests.openai_stub_server import StubOpenAIServer
