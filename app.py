@@ -37,4 +37,8 @@ else:
     if auth_configured():
         st.sidebar.caption(f"Signed in as {st.user.get('email') or st.user.get('name')}")
         st.sidebar.button("Sign out", on_click=st.logout)
-    st.navigation(PAGES).run()
+    page = st.navigation(PAGES)
+    if page.url_path not in ("", "explorer"):
+        # A zoom opened from a headline lasts for that visit to the Explorer, not every later one.
+        st.session_state.pop("focus_time", None)
+    page.run()

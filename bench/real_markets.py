@@ -84,7 +84,7 @@ def main() -> None:
         candles = load(root, symbol)
         freq = "hourly" if symbol.endswith("USDT") else "daily"
         spans = windows(group, freq == "daily")
-        specs = [(n, {"epochs": 5, "cache": False} if n == "lstm_autoencoder" else {}) for n in names]
+        specs = [(n, {"cache": False} if n == "lstm_autoencoder" else {}) for n in names]
         scored = detectors.score_detectors(candles, specs)
         flags = {"default detection": scored.subset([n for n, _ in DEFAULT_SPECS]).detect().flagged,
                  "peer (z48, cut 3)": peer_flags(candles)}

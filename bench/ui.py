@@ -36,16 +36,16 @@ def main() -> None:
           f"(DEMO-USD 1h, ~2,200 candles, 2 detectors): {first:.2f} s")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.secrets["_bench"] = "1"
-    at.session_state["_kept_demo_seed"] = 2      # nothing cached for this market yet
+    at.session_state["demo_seed"] = 2      # nothing cached for this market yet
     warm = timed(at)
     print(f"first render of a new demo market in a running server (caches cold): {warm:.2f} s")
 
     # 10,000 hourly candles and three detectors.
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.secrets["_bench"] = "1"
-    at.session_state["_kept_start_date"] = dt.date(2023, 2, 10)
-    at.session_state["_kept_end_date"] = dt.date(2024, 3, 31)
-    at.session_state["_kept_detectors"] = ["zscore", "isolation_forest", "pump_dump"]
+    at.session_state["start_date"] = dt.date(2023, 2, 10)
+    at.session_state["end_date"] = dt.date(2024, 3, 31)
+    at.session_state["detectors"] = ["zscore", "isolation_forest", "pump_dump"]
     cold = timed(at)
     n = at.metric[0].value
     print(f"first render with {n} candles and 3 detectors (fits and scores): {cold:.2f} s")

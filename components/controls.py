@@ -76,12 +76,33 @@ def detector_label(name: str) -> str:
 ENSEMBLE_MODES = {"max": "Any detector (max)", "mean": "Average severity", "vote": "k of n vote"}
 
 
+_PER_SOURCE = "_per_source"   # source -> the symbol and range last used with it
+
+
+def default_range(source: str) -> tuple[dt.date, dt.date]:
+    """The demo's labelled quarter, else the last 30 days (inside every source's limits)."""
+    if source == "demo":
+        return DEMO_START, DEMO_END
+    return dt.date.today() - dt.timedelta(days=29), dt.date.today()
+
+
+def _source_changed() -> None:
+    """A new source starts from its own symbol and range: the ones last used with it, else its
+    defaults (AAPL and the last 30 days for Yahoo), never the previous source's."""
+    source = state.value(state.SOURCE)
+    remembered = st.session_state.get(_PER_SOURCE, {}).get(source, {})
+    start, end = remembered.get("range", default_range(source))
+    state.set_value(state.SYMBOL, remembered.get("symbol", DEFAULT_SYMBOL[source]))
+    state.set_value(state.START, start)
+    state.set_value(state.END, end)
+
+
 def render_data_controls(sidebar=None) -> DataChoice:
     """Source, symbol, interval and date range, remembered across pages."""
     box = sidebar or st.sidebar
     box.subheader("Data")
     source = box.selectbox("Source", list(SOURCE_LABELS), format_func=SOURCE_LABELS.get,
-                           **state.kept(state.SOURCE, "demo"))
+                           **state.kept(state.SOURCE, "demo", then=_source_changed))
     csv_name, csv_bytes, seed, category = "", b"", 1, "spot"
     if source == "csv":
         upload = box.file_uploader("Candles CSV", type=["csv", "txt"], key=state.CSV_UPLOAD,
@@ -99,7 +120,7 @@ def render_data_controls(sidebar=None) -> DataChoice:
                                    help="Synthetic markets with labelled manipulation events.")
             seed = int(box.number_input("Demo seed", 0, 10_000, step=1, **state.kept(state.SEED, 1)))
         else:
-            symbol = box.text_input("Symbol", **state.kept(state.SYMBOL, DEFAULT_SYMBOL[source]),
+            symbol = box.text_input("Symbol", max_chars=32, **state.kept(state.SYMBOL, DEFAULT_SYMBOL[source]),
                                     help="Yahoo: AAPL, SPY, ^GSPC, EURUSD=X, BTC-USD. Bybit: BTCUSDT.")
             symbol = symbol.strip().upper()
         if source == "bybit":
@@ -107,11 +128,11 @@ def render_data_controls(sidebar=None) -> DataChoice:
     interval = box.selectbox("Interval", INTERVAL_CHOICES, **state.kept(state.INTERVAL, "1h"))
     start, end = DEMO_START, DEMO_END
     if source != "csv":
-        default_range = (DEMO_START, DEMO_END) if source == "demo" else (
-            dt.date.today() - dt.timedelta(days=29), dt.date.today())
+        first, last = default_range(source)
         cols = box.columns(2)
-        start = cols[0].date_input("From", **state.kept(state.START, default_range[0]))
-        end = cols[1].date_input("To", **state.kept(state.END, default_range[1]))
+        start = cols[0].date_input("From", **state.kept(state.START, first))
+        end = cols[1].date_input("To", **state.kept(state.END, last))
+        st.session_state.setdefault(_PER_SOURCE, {})[source] = {"symbol": symbol, "range": (start, end)}
     return DataChoice(source, symbol, interval, start, end, seed, category, csv_name, csv_bytes)
 
 

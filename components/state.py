@@ -1,7 +1,7 @@
 """Session-state keys in one place, with small typed helpers.
 
-Streamlit drops a widget's state when a page that does not draw it runs; ``kept`` keeps each
-control's value in a shadow key so controls keep their values across pages.
+Controls keep their values across pages through Streamlit's own ``persist_state``; the view
+(data, detectors, thresholds, selected event) also lives in the URL (``components.links``).
 """
 from __future__ import annotations
 
@@ -28,34 +28,35 @@ LIVE_EVERY = "live_every"
 ANALYST = "analyst_name"
 EMBEDDER = "embedder"
 JUDGE_WEIGHT = "judge_weight"
-FOCUS_TIME = "focus_time"          # set by other pages to open the Explorer at a time
+FOCUS_TIME = "focus_time"          # {"key": data key, "time": ...}: open the Explorer zoomed there once
+                                   # (app.py drops it when another page runs)
 CUTS = "current_thresholds"        # the Explorer's thresholds, read by the live fragment on each tick
-_SHADOW = "_kept_"
 
 
-def kept(key: str, default: Any) -> dict:
-    """Widget arguments for a control that keeps its value across pages.
+def kept(key: str, default: Any, then: Any = None) -> dict:
+    """Widget arguments for a control that keeps its value across pages and reruns.
 
-    Streamlit forgets a widget's value when a page without it runs (and a page that draws the
-    same key starts it afresh), so the value lives in a shadow key: restored here before the
-    widget is drawn, updated by ``on_change`` before the script reruns.
+    Streamlit keeps the value itself (``persist_state="session"``) while pages without the
+    control run; writing it back before each draw hands it to the same control drawn on
+    another page (a new widget there). The default is used only the first time, so a value
+    set from code or from a link wins. ``then`` runs after the analyst changes the control.
     """
-    st.session_state[key] = st.session_state.setdefault(_SHADOW + key, default)
-    return {"key": key, "on_change": _keep, "args": (key,)}
-
-
-def _keep(key: str) -> None:
-    st.session_state[_SHADOW + key] = st.session_state[key]
+    st.session_state[key] = st.session_state.get(key, default)
+    args = {"key": key, "persist_state": "session"}
+    if then is not None:
+        args["on_change"] = then
+    return args
 
 
 def value(key: str, default: Any = None) -> Any:
-    """The kept value of a control, also on pages that do not draw it."""
-    return st.session_state.get(_SHADOW + key, default)
+    """The value of a control, also on pages that do not draw it."""
+    return st.session_state.get(key, default)
 
 
 def set_value(key: str, value: Any) -> None:
-    """Set a control from code (another page, a button); its widget shows it on its next draw."""
-    st.session_state[_SHADOW + key] = value
+    """Set a control from code: from a widget or button callback, or before the control is
+    drawn in this run (Streamlit refuses to change a drawn widget); it shows on its next draw."""
+    st.session_state[key] = value
 
 
 def threshold_key(name: str, fit_key: str) -> str:

@@ -117,6 +117,8 @@ def render_case_actions(event: pd.Series) -> None:
     from components.services import analyst_name, case_log
     from store.cases import STATUSES, ConflictError
     log = case_log()
+    if st.session_state.get("_case_saved"):
+        st.toast(st.session_state.pop("_case_saved"))
     case = log.get(event["event_id"])
     with st.form(f"case::{event['event_id']}", border=False):
         cols = st.columns([1, 2, 1])
@@ -131,6 +133,10 @@ def render_case_actions(event: pd.Series) -> None:
             case = log.get(event["event_id"])
         try:
             log.update(event["event_id"], who=who, expected_version=case["version"], status=status, note=note)
-            st.toast(f"Case {event['event_id'][:8]} saved as {status}.")
         except ConflictError as exc:
-            st.error(str(exc))
+            st.error("Someone else changed this case meanwhile: reload it and try again.")
+            st.text(str(exc))
+        else:
+            # Rerun at once, so the panel, the table and the CSV show the saved status now.
+            st.session_state["_case_saved"] = f"Case {event['event_id'][:8]} saved as {status}."
+            st.rerun()

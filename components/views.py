@@ -21,18 +21,26 @@ def problem(level: str, heading: str, detail: object = "") -> None:
 
 def load_or_stop(choice: DataChoice) -> pd.DataFrame:
     """Load candles with a status box; on a data problem show what to fix and stop the page."""
-    if choice.source == "csv" and not choice.csv_bytes:
+    if choice.source == "csv" and not choice.csv_name:
         st.info("Upload a CSV of candles in the sidebar (Date/Time, Open, High, Low, Close, Volume).")
         st.stop()
+    if choice.source == "csv" and not choice.csv_bytes:
+        st.error("The uploaded file is empty (0 bytes): export the candles again and upload that file.")
+        st.stop()
+    box = None
     try:
         if choice.source in ("yahoo", "bybit"):
-            with st.status(f"Fetching {choice.symbol} {choice.interval} candles…") as box:
+            box = st.status(f"Fetching {choice.symbol} {choice.interval} candles…")
+            with box:
                 candles = services.cached_candles(choice)
-                box.update(label=f"Loaded {len(candles):,} candles", state="complete")
+            box.update(label=f"Loaded {len(candles):,} {choice.symbol} candles", state="complete", expanded=False)
         else:
             candles = services.cached_candles(choice)
     except DataError as exc:
-        problem("error", "Cannot load data.", exc)
+        if box is not None:
+            box.update(label=f"Could not load {choice.symbol} {choice.interval} candles", state="error",
+                       expanded=False)
+        problem("error", f"Cannot load {choice.symbol or 'the'} data.", exc)
         st.stop()
     return candles
 
@@ -56,13 +64,20 @@ def score_all(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorC
     left) in a bar this page owns. A detector that fails shows its error and is left out;
     the rest of the page keeps working.
     """
-    slow = [d for d in chosen if detectors.detector_class(d.name).slow]
-    bar = st.progress(0.0, text=f"Training the {controls.detector_label(slow[0].name)}…") if slow and not all(
-        services.is_scored(choice, d) for d in slow) else None
-    progress = None if bar is None else (lambda f, msg: bar.progress(min(max(float(f), 0.0), 1.0), text=msg))
+    cancelled = st.session_state.pop(_CANCELLED, None)
+    if cancelled:
+        st.info(f"Training of the {cancelled} cancelled; it is no longer selected.")
+    training = [d for d in chosen if detectors.detector_class(d.name).slow and not services.is_scored(choice, d)]
+    progress, slot = None, st.empty()
+    if training:
+        label = controls.detector_label(training[0].name)
+        with slot.container(border=True):
+            st.button("Cancel training", key="cancel_training", icon=":material/cancel:",
+                      on_click=_cancel_training, args=([d.name for d in training], label))
+            bar = st.progress(0.0, text=f"Training the {label} on {len(candles):,} candles…")
+        progress = lambda f, msg: bar.progress(min(max(float(f), 0.0), 1.0), text=f"{label}: {msg}")  # noqa: E731
     result = services.scored(choice, candles, chosen, progress)
-    if bar is not None:
-        bar.empty()
+    slot.empty()
     for message in result.errors.values():
         problem("error", "A detector could not run.", message)
     thresholds = {}
@@ -75,6 +90,17 @@ def score_all(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorC
                 det.name, result.units[det.name], result.scores[det.name], result.defaults[det.name],
                 services.fit_key(choice, det), box)
     return result, thresholds
+
+
+_CANCELLED = "_training_cancelled"
+
+
+def _cancel_training(names: list[str], label: str) -> None:
+    """Button callback: deselect the detectors in training. The click's rerun stops the
+    training at its next epoch, and the next run no longer starts it."""
+    from components import state
+    state.set_value(state.DETECTORS, [n for n in state.value(state.DETECTORS, []) if n not in names])
+    st.session_state[_CANCELLED] = label
 
 
 def enrich_events(choice: DataChoice, candles: pd.DataFrame, events: pd.DataFrame, *, news: bool,

@@ -6,7 +6,9 @@ Plain Python, no Streamlit. ``load_candles`` is the one entry point; each source
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -14,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "DataError", "CandleQuery", "INTERVALS", "SOURCES", "COLUMNS",
-    "load_candles", "validate_candles", "parse_time_range",
+    "DataError", "CandleQuery", "INTERVALS", "SOURCES", "COLUMNS", "MAX_SYMBOL_LENGTH",
+    "EARLIEST", "LATEST", "load_candles", "validate_candles", "parse_time_range", "check_symbol",
 ]
 
 COLUMNS = ["open", "high", "low", "close", "volume"]
@@ -27,6 +29,17 @@ INTERVALS: dict[str, pd.Timedelta] = {
     "1h": pd.Timedelta(hours=1), "4h": pd.Timedelta(hours=4),
     "1d": pd.Timedelta(days=1), "1wk": pd.Timedelta(weeks=1), "1mo": pd.Timedelta(days=30),
 }
+
+#: Longest symbol accepted (the UI's text box uses it too). Real ones are far shorter:
+#: AAPL, ^VIX, BRK-B, EURUSD=X, M&M.NS, 7203.T, BTCUSDT, BTC-27DEC24, BTC/USDT (CSV files).
+MAX_SYMBOL_LENGTH = 32
+_SYMBOL = re.compile(r"[A-Za-z0-9^][A-Za-z0-9.\-_^=/&]*")
+_SYMBOL_HINT = "e.g. AAPL, ^VIX, BRK-B, EURUSD=X or BTCUSDT"
+
+#: Times the data layer handles: pandas holds nanosecond times only within 1677-2262, and a
+#: margin inside that leaves room for bar arithmetic.
+EARLIEST = pd.Timestamp("1678-01-01", tz="UTC")
+LATEST = pd.Timestamp("2262-01-01", tz="UTC")
 
 #: source name -> module under ``data`` (imported lazily so yfinance/pybit load only when used).
 SOURCES = {"demo": "data.demo", "csv": "data.csv", "yahoo": "data.yahoo", "bybit": "data.bybit"}
@@ -54,11 +67,47 @@ class CandleQuery:
 def _to_utc(value: Any, what: str) -> pd.Timestamp:
     try:
         ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"Cannot read the {what} time {value!r}: use a date like 2024-01-31.") from exc
+        if ts is not pd.NaT:
+            ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DataError(f"Cannot read the {what} time {str(value)[:40]!r}: use a date like "
+                        f"2024-01-31 between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}.") from exc
     if ts is pd.NaT:
         raise DataError(f"The {what} time is missing: pick a date.")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if not EARLIEST <= ts <= LATEST:
+        raise DataError(f"The {what} time {ts:%Y-%m-%d} is outside the supported range "
+                        f"{EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}: pick a date inside it.")
+    return ts.as_unit("ns")
+
+
+def check_symbol(value: Any, *, strict: bool = True) -> str:
+    """``value`` stripped, or DataError naming the fix. ``strict`` (market symbols, which
+    also name cache files) limits it to ``MAX_SYMBOL_LENGTH`` letters, digits and . - _ ^ = / &."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"The symbol must be text ({_SYMBOL_HINT}), not {type(value).__name__} "
+                        f"{str(value)[:40]!r}.")
+    symbol = value.strip()
+    if not strict or not symbol:
+        return symbol
+    if len(symbol) > MAX_SYMBOL_LENGTH:
+        raise DataError(f"The symbol {symbol[:20]!r}... is {len(symbol)} characters long; symbols "
+                        f"have at most {MAX_SYMBOL_LENGTH} ({_SYMBOL_HINT}).")
+    if not _SYMBOL.fullmatch(symbol):
+        odd = "".join(dict.fromkeys(c for c in symbol if not re.fullmatch(r"[A-Za-z0-9.\-_^=/&]", c)))
+        what = f"the character(s) {odd!r}" if odd else f"{symbol[0]!r} as its first character"
+        raise DataError(f"The symbol {symbol!r} has {what}; symbols use letters, digits and "
+                        f". - _ ^ = / & ({_SYMBOL_HINT}).")
+    return symbol
+
+
+def _check_choice(value: Any, what: str, choices: Any) -> str:
+    """``value`` if it is one of ``choices`` (text), else DataError listing them."""
+    if not isinstance(value, str) or value not in choices:
+        shown = repr(value) if isinstance(value, str) else f"{type(value).__name__} {str(value)[:40]!r}"
+        raise DataError(f"Unknown {what} {shown}; choose one of {', '.join(choices)}.")
+    return value
 
 
 def parse_time_range(start: Any, end: Any) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -145,19 +194,20 @@ def validate_candles(frame: pd.DataFrame, *, symbol: str = "", source: str = "",
 
 def load_candles(source: str, symbol: str, start: Any = None, end: Any = None,
                  interval: str = "1h", *, progress: Callable[[float, str], None] | None = None,
-                 use_cache: bool = True, **options: Any) -> pd.DataFrame:
+                 use_cache: bool = True, deadline: float | None = None,
+                 **options: Any) -> pd.DataFrame:
     """Load canonical candles from ``source`` ("demo", "csv", "yahoo", "bybit").
 
     ``options`` are source-specific (``path=``/``file=`` for csv, ``seed=`` for demo,
     ``adjusted=`` for yahoo, ``category=`` for bybit). ``progress(fraction, message)`` is
-    called during long fetches. Network sources go through the Parquet cache in ``store``.
+    called during long fetches. Network sources go through the Parquet cache in ``store``
+    and stop after ``deadline`` seconds in all (default: ``SURVEILLANCE_NETWORK_DEADLINE``,
+    else 20), serving cached bars with a notice where there are some.
     Raises DataError for anything an analyst must fix.
     """
-    if source not in SOURCES:
-        raise DataError(f"Unknown source {source!r}; choose one of {', '.join(SOURCES)}.")
-    if interval not in INTERVALS:
-        raise DataError(f"Unknown interval {interval!r}; choose one of {', '.join(INTERVALS)}.")
-    symbol = (symbol or "").strip()
+    source = _check_choice(source, "source", SOURCES)
+    interval = _check_choice(interval, "interval", INTERVALS)
+    symbol = check_symbol(symbol, strict=source != "csv")
     if source != "csv" and not symbol:
         raise DataError("Enter a symbol.")
     module = importlib.import_module(SOURCES[source])
@@ -167,10 +217,16 @@ def load_candles(source: str, symbol: str, start: Any = None, end: Any = None,
         start_ts, end_ts = parse_time_range(start, end)
     query = CandleQuery(source, symbol, start_ts, end_ts, interval,
                         tuple(sorted(options.items(), key=lambda kv: kv[0])))
-    if source in ("yahoo", "bybit") and use_cache:
-        from data.cached import load_through_cache
-        frame = load_through_cache(module, query, progress=progress)
-    else:
-        frame = module.to_frame(module.fetch_raw(query, progress=progress), query)
+    networked = source in ("yahoo", "bybit")
+    scope: Any = contextlib.nullcontext()
+    if networked:
+        from data import network
+        scope = network.deadline_scope(deadline)
+    with scope:
+        if networked and use_cache:
+            from data.cached import load_through_cache
+            frame = load_through_cache(module, query, progress=progress)
+        else:
+            frame = module.to_frame(module.fetch_raw(query, progress=progress), query)
     return validate_candles(frame, symbol=symbol or frame.attrs.get("symbol", ""),
                             source=source, interval=interval)

@@ -8,8 +8,10 @@ inclusive) into canonical candles.
 
 Every failure becomes a DataError that says what to do; transient ones (no network, rate
 limits, server errors) are ``SourceUnavailableError`` so the disk cache can step in.
-Timeouts, HTTP 429 and 5xx are retried (3 attempts in all, short backoff); requests stay
-under Bybit's 600 per 5 seconds per IP through one limiter per process.
+Timeouts, HTTP 429, 5xx and the 10006 rate limit are retried here (3 attempts in all), not
+by pybit: pybit sleeps until Bybit's reset time, however far ahead, while every sleep here
+is cut short by the fetch's total deadline (``data.network``). Requests stay under Bybit's
+600 per 5 seconds per IP through one limiter per process.
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from data import COLUMNS, CandleQuery, DataError
-from data.cached import NoDataError, SourceUnavailableError
+from data import COLUMNS, CandleQuery, DataError, network
+from data.network import NoDataError, SourceUnavailableError
 
 __all__ = ["DEFAULT_OPTIONS", "CATEGORIES", "BYBIT_INTERVALS", "PAGE_LIMIT", "MAX_ATTEMPTS",
            "RequestRateLimiter", "kline_windows", "fetch_raw", "to_frame"]
@@ -43,6 +45,9 @@ _KLINE_FIELDS = ["start", "open", "high", "low", "close", "volume", "turnover"]
 
 RATE_LIMITED = ("Bybit is rate-limiting requests (too many visits); wait a minute and retry "
                 "(cached data, if any, is still shown).")
+#: pybit's wait when Bybit gives no reset time.
+DEFAULT_RESET_WAIT = 2.0
+RESET_HEADER = "X-Bapi-Limit-Reset-Timestamp"
 
 
 class RequestRateLimiter:
@@ -84,12 +89,18 @@ _RATE_LIMITER = RequestRateLimiter()
 def _client() -> Any:
     """One shared pybit client: each new one would add another log handler to pybit's logger.
 
-    pybit retries a 10006 rate limit itself (sleeping until the reset time); two attempts
-    keep that wait short. Timeouts and 5xx are retried here, where the sleep is injectable.
+    ``retry_codes={-1}`` (an empty set means pybit's defaults) and one attempt: pybit then
+    retries nothing, in particular it does not sleep until a 10006 reset time; ``_call``
+    retries instead, within the deadline. The adapter cuts each socket timeout to the
+    deadline, so a worker given up on ends soon too.
     """
     from pybit.unified_trading import HTTP
 
-    return HTTP(testnet=False, timeout=10, max_retries=2, retry_delay=1)
+    client = HTTP(testnet=False, timeout=10, max_retries=1, retry_codes={-1})
+    adapter = network.DeadlineAdapter()
+    client.client.mount("https://", adapter)
+    client.client.mount("http://", adapter)
+    return client
 
 
 def kline_windows(start_ms: int, end_ms: int, bar_ms: int, limit: int = PAGE_LIMIT
@@ -128,12 +139,33 @@ def _failed_request(exc: Exception) -> tuple[DataError, bool]:
     return DataError(f"Bybit refused the request (HTTP {status}): {message}"), False
 
 
+def _reset_wait(exc: Exception) -> float:
+    """Seconds until Bybit's rate-limit reset (header in epoch ms), as pybit reads it."""
+    headers = getattr(exc, "resp_headers", None) or {}
+    try:
+        reset_ms = float(headers.get(RESET_HEADER))
+    except (TypeError, ValueError):
+        return DEFAULT_RESET_WAIT
+    return max(reset_ms / 1000 - time.time(), 0.0)
+
+
+def _rate_limited(wait: float) -> SourceUnavailableError:
+    """The rate-limit error, saying when the limit resets if that is past the deadline."""
+    if wait <= network.remaining():
+        return SourceUnavailableError(RATE_LIMITED)
+    reset = pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=wait)
+    return SourceUnavailableError(
+        f"Bybit is rate-limiting requests (too many visits) until {reset:%H:%M:%S} UTC, "
+        f"{wait / 60:.0f} minute(s) from now, longer than this fetch may wait; retry then "
+        "(cached data, if any, is still shown).")
+
+
 def _invalid_request(exc: Exception, params: dict[str, Any]) -> DataError:
     """Map pybit's InvalidRequestError (a non-zero retCode) to a DataError."""
     code = getattr(exc, "status_code", None)
     message = str(getattr(exc, "message", "") or "")
     if code in (10006, 10018):
-        return SourceUnavailableError(RATE_LIMITED)
+        return _rate_limited(_reset_wait(exc))
     if code == 10001 and "symbol" in message.lower():
         return DataError(
             f"Bybit does not list {params.get('symbol')} in the {params.get('category')} category: "
@@ -145,33 +177,39 @@ def _invalid_request(exc: Exception, params: dict[str, Any]) -> DataError:
 
 
 def _call(method: Callable[..., dict], sleep: Callable[[float], None], **params: Any) -> dict:
-    """One pybit call with the rate limiter, bounded retries and DataErrors for failures."""
+    """One pybit call with the rate limiter, bounded retries and DataErrors for failures.
+
+    Every wait (limiter, backoff, rate-limit reset) is made only if it ends before the
+    deadline; otherwise the error is raised at once.
+    """
     import requests
     from pybit.exceptions import FailedRequestError, InvalidRequestError
 
     attempt = 1
     while True:
-        _RATE_LIMITER.acquire(sleep)
+        while (wait := _RATE_LIMITER.reserve()) > 0:
+            network.sleep_within(wait, sleep, SourceUnavailableError(
+                "This app is at Bybit's limit of 600 requests per 5 s; retry in a few seconds."))
         try:
             return method(**params)
         except requests.exceptions.RequestException as exc:
+            why = "timed out" if isinstance(exc, requests.exceptions.Timeout) else "no network"
             error, retry, cause = SourceUnavailableError(
-                f"Cannot reach Bybit ({type(exc).__name__}: timed out or no network) after "
-                f"{attempt} attempt(s); check the connection and retry (cached data, if any, "
-                "is still shown)."), True, exc
+                f"Cannot reach Bybit for {params.get('symbol', 'announcements')}: {why} "
+                f"({type(exc).__name__}) after {attempt} attempt(s); check the connection and "
+                "retry (cached data, if any, is still shown)."), True, exc
+            wait = BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS)) - 1]
         except FailedRequestError as exc:
             (error, retry), cause = _failed_request(exc), exc
+            wait = BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS)) - 1]
         except InvalidRequestError as exc:
-            raise _invalid_request(exc, params) from exc
-        except ValueError as exc:
-            # pybit sleeps until the rate-limit reset time; when that time is already past it
-            # calls time.sleep() with a negative number ("sleep length must be non-negative").
-            if "sleep length" not in str(exc):
-                raise DataError(f"The Bybit client failed: {exc}") from exc
-            raise SourceUnavailableError(RATE_LIMITED) from exc
+            if getattr(exc, "status_code", None) != 10006:
+                raise _invalid_request(exc, params) from exc
+            wait = _reset_wait(exc)
+            error, retry, cause = _rate_limited(wait), True, exc
         if not retry or attempt == MAX_ATTEMPTS:
             raise error from cause
-        sleep(BACKOFF_SECONDS[attempt - 1])
+        network.sleep_within(wait, sleep, error)
         attempt += 1
 
 
@@ -196,16 +234,24 @@ def _category(query: CandleQuery) -> str:
 
 def fetch_raw(query: CandleQuery, progress: Callable[[float, str], None] | None = None, *,
               sleep: Callable[[float], None] = time.sleep,
-              now: pd.Timestamp | None = None) -> dict[str, Any]:
+              now: pd.Timestamp | None = None, deadline: float | None = None) -> dict[str, Any]:
     """Ask Bybit for the klines of ``query``.
 
     Returns ``{"symbol", "category", "interval", "pages": [decoded JSON of each kline
     call]}``. Windows walk backwards from the end and stop early at an empty window once
-    bars were seen (the market did not exist before). ``sleep`` is injectable for tests.
+    bars were seen (the market did not exist before). The whole fetch, waits included,
+    ends within ``deadline`` seconds (see ``data.network``). ``sleep`` is injectable for tests.
     """
     if query.interval not in BYBIT_INTERVALS:
         raise DataError(f"Bybit has no {query.interval!r} bars; choose one of {', '.join(BYBIT_INTERVALS)}.")
     category = _category(query)
+    return network.run_with_deadline(lambda step: _fetch_pages(query, category, step, sleep, now),
+                                     f"Bybit for {query.symbol.upper()}", seconds=deadline,
+                                     progress=progress)
+
+
+def _fetch_pages(query: CandleQuery, category: str, progress: Callable[[float, str], None] | None,
+                 sleep: Callable[[float], None], now: pd.Timestamp | None) -> dict[str, Any]:
     symbol = query.symbol.upper()
     interval = BYBIT_INTERVALS[query.interval]
     client = _client()

@@ -9,8 +9,10 @@ A fetch covers its range only up to ``fetched_at - one bar - PUBLISH_DELAY``: la
 have been incomplete (or not yet published) when fetched, so they are always fetched again.
 
 Sources raise two kinds of ``DataError`` that the cache treats specially:
-``SourceUnavailableError`` (no network, rate limit, server trouble: the cached part of the
-range is served with a notice) and ``NoDataError`` (the source answered but had no bars).
+``SourceUnavailableError`` (no network, rate limit, server trouble, deadline passed: the
+cached part of the range is served with a notice naming what is missing and why) and
+``NoDataError`` (the source answered but had no bars; never recorded as covered, so an
+answer such as "unknown symbol" is not remembered).
 """
 from __future__ import annotations
 
@@ -27,10 +29,12 @@ from typing import Any, Callable
 import pandas as pd
 
 from data import COLUMNS, INTERVALS, CandleQuery, DataError
+from data.network import NoDataError, SourceUnavailableError, SymbolNotFoundError
 from store import data_dir
 
-__all__ = ["SourceUnavailableError", "NoDataError", "PUBLISH_DELAY", "load_through_cache",
-           "cache_paths", "covered_ranges", "missing_ranges", "describe_age"]
+__all__ = ["SourceUnavailableError", "NoDataError", "SymbolNotFoundError", "PUBLISH_DELAY",
+           "load_through_cache", "cache_paths", "covered_ranges", "missing_ranges",
+           "describe_age", "describe_spans"]
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +46,17 @@ _locks: dict[Path, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
-class SourceUnavailableError(DataError):
-    """The source could not answer now (no network, rate limit, server error): retry later.
-
-    The cache serves what it already holds for the range instead of failing.
-    """
-
-
-class NoDataError(DataError):
-    """The source answered but has no bars for the symbol in this range."""
+#: Longest file-name part kept as it is; longer ones are cut and told apart by a hash
+#: (file systems allow 255 bytes per name).
+MAX_NAME = 64
 
 
 def _safe_name(text: str) -> str:
-    """A file-system-safe name; a short hash keeps names apart once characters are replaced."""
+    """A file-system-safe name of at most ``MAX_NAME + 9`` characters, whatever ``text`` is;
+    a short hash keeps names apart once characters are replaced or the name is cut."""
     safe = re.sub(r"[^A-Za-z0-9._=^-]", "_", text)
-    if safe != text or safe.startswith("."):
-        safe = safe.lstrip(".") + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    if safe != text or safe.startswith(".") or len(safe) > MAX_NAME:
+        safe = safe.lstrip(".")[:MAX_NAME] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
     return safe
 
 
@@ -193,9 +192,11 @@ def load_through_cache(module: ModuleType, query: CandleQuery,
     ``module`` is a source module with ``fetch_raw(query, progress=None)`` and
     ``to_frame(raw, query)``. Missing parts of the range are fetched one by one and merged
     into the cache (fetched rows replace cached rows in their range). If a fetch fails with
-    ``SourceUnavailableError`` and the cache holds bars in the range, those are returned
-    with ``attrs["notice"]`` saying how old they are; otherwise the error is raised.
-    ``attrs["fetched_at"]`` is the time of the latest fetch that touched the range.
+    ``SourceUnavailableError`` (the other gaps are then not tried) or the source no longer
+    knows the symbol, and the cache holds bars in the range, those are returned with
+    ``attrs["notice"]`` saying how old they are, which spans are missing and why; otherwise
+    the error is raised. ``attrs["fetched_at"]`` is the time of the latest fetch that
+    touched the range.
     """
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     parquet, sidecar = cache_paths(module, query)
@@ -204,19 +205,24 @@ def load_through_cache(module: ModuleType, query: CandleQuery,
         gaps = missing_ranges(query.start, query.end, covered_ranges(fetches, query.interval))
         new_parts: list[pd.DataFrame] = []
         no_data: NoDataError | None = None
-        unavailable: SourceUnavailableError | None = None
+        failure: DataError | None = None   # why the spans in `unfetched` are missing
+        unfetched: list[tuple[pd.Timestamp, pd.Timestamp]] = []
         for number, (gap_start, gap_end) in enumerate(gaps):
+            if isinstance(failure, SourceUnavailableError):
+                unfetched.append((gap_start, gap_end))   # the source is down: do not hammer it
+                continue
             gap_query = CandleQuery(query.source, query.symbol, gap_start, gap_end,
                                     query.interval, query.options)
             step = _gap_progress(progress, number, len(gaps))
             try:
                 fetched = module.to_frame(module.fetch_raw(gap_query, progress=step), gap_query)
+            except (SourceUnavailableError, SymbolNotFoundError) as exc:
+                failure = exc
+                unfetched.append((gap_start, gap_end))
+                continue
             except NoDataError as exc:
                 no_data = exc
                 continue
-            except SourceUnavailableError as exc:
-                unavailable = exc
-                break  # the source is down: do not hammer it for the other gaps
             fetched = fetched[COLUMNS].astype("float64")
             fetched.index = pd.DatetimeIndex(fetched.index).tz_convert("UTC").as_unit("ns").rename("timestamp")
             cached = cached[~_in_range(cached, gap_start, gap_end)]
@@ -230,17 +236,29 @@ def load_through_cache(module: ModuleType, query: CandleQuery,
 
     result = cached[_in_range(cached, query.start, query.end)].copy()
     if result.empty:
-        raise unavailable or no_data or NoDataError(
+        raise failure or no_data or NoDataError(
             f"No {query.source} data for {query.symbol} in this range: widen the range or check the symbol.")
     touching = [pd.Timestamp(f["fetched_at"]) for f in fetches
                 if pd.Timestamp(f["start"]) < query.end and pd.Timestamp(f["end"]) > query.start]
     result.attrs = {"symbol": query.symbol, "source": query.source, "interval": query.interval}
     if touching:
         result.attrs["fetched_at"] = max(touching)
-    if unavailable is not None:
+    if failure is not None:
         age = describe_age(max(touching), now) if touching else "earlier"
-        result.attrs["notice"] = f"Offline: showing cached data fetched {age} ({unavailable})"
+        lead = "Offline" if isinstance(failure, SourceUnavailableError) else "Not refreshed"
+        result.attrs["notice"] = (f"{lead}: showing cached data fetched {age}; could not fetch "
+                                  f"{describe_spans(unfetched, now)} ({failure})")
     return result
+
+
+def describe_spans(spans: list[tuple[pd.Timestamp, pd.Timestamp]], now: pd.Timestamp) -> str:
+    """'2024-03-03 00:00 to 2024-03-04 00:00 UTC' for each span up to ``now``, at most three."""
+    shown = [(start, min(end, now)) for start, end in spans if start < now]
+    if not shown:
+        return "the newest bars"
+    text = ", ".join(f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}" for start, end in shown[:3])
+    more = f" and {len(shown) - 3} more span(s)" if len(shown) > 3 else ""
+    return f"{text} UTC{more}"
 
 
 def _gap_progress(progress: Callable[[float, str], None] | None, number: int, count: int

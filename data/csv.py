@@ -16,6 +16,7 @@ import csv as _csv
 import io
 import os
 import re
+import stat
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +26,7 @@ import pandas as pd
 
 from data import INTERVALS, CandleQuery, DataError, validate_candles
 
-__all__ = ["MAX_BYTES", "fetch_raw", "to_frame", "read_candles_csv", "detect_interval"]
+__all__ = ["MAX_BYTES", "fetch_raw", "to_frame", "read_candles_csv", "detect_interval", "read_content"]
 
 #: Largest file accepted; bigger exports should be cut to a shorter range or coarser bars.
 MAX_BYTES = 200 * 1024 * 1024
@@ -82,7 +83,7 @@ def fetch_raw(query: CandleQuery,
     Returns the table as pandas reads it (a column of numbers as numbers, anything else as
     text): columns are the header names (or ``column 1..n`` when the file has no header),
     the index is the 1-based line number of each row in the file, all-empty lines are gone.
-    ``attrs`` holds ``name`` (file stem), ``sep``, ``decimal``, ``has_header`` and
+    ``attrs`` holds ``name`` (file stem), ``sep``, ``has_header`` and
     ``skipped_lines`` (lines with more fields than the header, left out).
     """
     source = query.option("file")
@@ -92,7 +93,7 @@ def fetch_raw(query: CandleQuery,
         raise DataError("Choose a CSV file: pass path= or file=.")
     if progress:
         progress(0.0, "Reading the CSV file")
-    content, name = _read_content(source)
+    content, name = read_content(source)
     raw = _parse_table(_decode(content))
     raw.attrs["name"] = name
     if progress:
@@ -116,13 +117,13 @@ def to_frame(raw: pd.DataFrame, query: CandleQuery) -> pd.DataFrame:
     if total == 0:
         raise DataError("The file has no data rows: export the candles again.")
     repairs: list[str] = []
-    times, time_note = _read_times(_time_values(rows, roles))
+    times, time_note = _read_times(_time_values(rows, roles), roles["time"])
     if time_note:
         repairs.append(time_note)
     wanted = list(REQUIRED[1:])
     if query.option("adjusted") and "adj_close" in roles:
         wanted.append("adj_close")
-    decimal_comma = raw.attrs.get("sep", ",") != ","   # a comma inside a field is then a decimal
+    decimal_comma = _decimal_comma(rows, {role: roles[role] for role in wanted})
     numbers = {role: _read_numbers(rows[roles[role]], decimal_comma) for role in wanted}
     problems = [(times.isna(), _time_problem(rows, roles["time"]), _TIME_HINT)]
     problems += [(bad, _number_problem(rows, roles[role]), _NUMBER_HINT)
@@ -136,6 +137,8 @@ def to_frame(raw: pd.DataFrame, query: CandleQuery) -> pd.DataFrame:
                             f"{role.replace('_', ' ')} filled in.")
     if not raw.attrs.get("has_header", True):
         _check_headerless_order(values)
+    else:
+        _check_price_columns(values, roles)
     if query.option("adjusted"):
         _adjust(values, "adj_close" in roles, repairs)
 
@@ -189,27 +192,21 @@ def detect_interval(index: pd.DatetimeIndex) -> str:
 
 # --- reading bytes -------------------------------------------------------------------------
 
-def _read_content(source: Any) -> tuple[bytes | str, str]:
-    """File contents (bytes, or str from a text file-like) and the file's name stem."""
+def read_content(source: Any) -> tuple[bytes | str, str]:
+    """File contents (bytes, or str from a text file-like) and the file's name stem: a path
+    only to a regular file, and at most MAX_BYTES from any source. Raises DataError."""
     if isinstance(source, (bytes, bytearray, memoryview)):
+        size = memoryview(source).nbytes
+        if size > MAX_BYTES:   # checked before copying
+            raise DataError(_too_large(size))
         content = bytes(source)
         name = ""
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
-        try:
-            size = path.stat().st_size
-            if size > MAX_BYTES:
-                raise DataError(_too_large(size))
-            content = path.read_bytes()
-        except FileNotFoundError:
-            raise DataError(f"No file at {str(path)!r}: check the path.") from None
-        except IsADirectoryError:
-            raise DataError(f"{str(path)!r} is a folder: choose a CSV file inside it.") from None
-        except OSError as exc:
-            raise DataError(f"Cannot read {str(path)!r} ({exc.strerror or exc}): "
-                            "check the path and its permissions.") from None
+        content = _read_regular_file(path)
         name = path.stem
     elif hasattr(source, "read"):
+        _check_open_file(source)
         try:
             if getattr(source, "seekable", lambda: False)():
                 source.seek(0)   # an upload read on an earlier rerun is positioned at its end
@@ -226,6 +223,46 @@ def _read_content(source: Any) -> tuple[bytes | str, str]:
     if len(content) > MAX_BYTES:
         raise DataError(_too_large(len(content)))
     return content, name
+
+
+def _check_open_file(source: Any) -> None:
+    """An open file object must be a regular file too (reading a pipe or device blocks or
+    never ends); objects without a file descriptor (uploads, BytesIO) pass."""
+    try:
+        mode = os.fstat(source.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):
+        return
+    if not stat.S_ISREG(mode):
+        raise DataError("The open file is not a regular file (a device, pipe or socket): "
+                        "choose a CSV file saved on disk.")
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file of at most MAX_BYTES. A device (/dev/zero never ends), a
+    pipe (blocks until written) or a socket is refused before it is opened; at most
+    MAX_BYTES + 1 bytes are read, in case the file grows meanwhile."""
+    try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise DataError(f"{str(path)!r} is a folder: choose a CSV file inside it.")
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(f"{str(path)!r} is not a regular file (a device, pipe or socket): "
+                            "choose a CSV file saved on disk.")
+        if info.st_size > MAX_BYTES:
+            raise DataError(_too_large(info.st_size))
+        with open(path, "rb") as handle:
+            content = handle.read(MAX_BYTES + 1)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"No file at {str(path)!r}: check the path.") from None
+    except IsADirectoryError:
+        raise DataError(f"{str(path)!r} is a folder: choose a CSV file inside it.") from None
+    except (OSError, ValueError) as exc:   # permissions, a name too long, a NUL in the path
+        detail = getattr(exc, "strerror", None) or exc
+        raise DataError(f"Cannot read {str(path)[:200]!r} ({detail}): check the path and its "
+                        "permissions.") from None
+    return content
 
 
 def _too_large(size: int) -> str:
@@ -296,8 +333,9 @@ def _parse_table(text: str) -> pd.DataFrame:
     names = _unique_names(fields) if has_header else [f"column {i + 1}" for i in range(len(fields))]
     first_row = skip + 1 if has_header else skip   # 0-based line where data starts
     _check_first_row_width(lines, first_row, sep, len(names))
-    head_rows = lines[first_row:first_row + 50]
-    decimal = "," if sep != "," and any("," in ln for ln in head_rows) else "."
+    # With another separator a comma may be a decimal: keep the cells as text, so that
+    # to_frame can decide the number format once for the whole file.
+    text_cells = {"dtype": str} if sep != "," else {}
     body = text[sum(len(ln) + 1 for ln in lines[:first_row]):]
     skipped: list[int] = []
     if body and not body.isspace():
@@ -308,7 +346,7 @@ def _parse_table(text: str) -> pd.DataFrame:
                                     encoding="utf-8", sep=sep, header=None, names=names,
                                     index_col=False, keep_default_na=False, na_values=_NA_VALUES,
                                     skip_blank_lines=False, skipinitialspace=True,
-                                    on_bad_lines="warn", decimal=decimal, engine="c")
+                                    on_bad_lines="warn", engine="c", **text_cells)
             except ValueError as exc:   # pandas' ParserError and EmptyDataError are ValueErrors
                 detail = (str(exc).strip() or type(exc).__name__).splitlines()[0]
                 raise DataError(f"Cannot split the file into columns ({detail}): check for an "
@@ -321,7 +359,7 @@ def _parse_table(text: str) -> pd.DataFrame:
     lines_kept = np.delete(all_lines, np.array(skipped, dtype=int) - 1)
     table.index = pd.Index(lines_kept[:len(table)] + first_row, name="line")
     table = table[table.notna().any(axis=1)]
-    table.attrs = {"sep": sep, "decimal": decimal, "has_header": has_header,
+    table.attrs = {"sep": sep, "has_header": has_header,
                    "skipped_lines": [n + first_row for n in skipped]}
     return table
 
@@ -434,14 +472,16 @@ def _time_values(rows: pd.DataFrame, roles: dict[str, str]) -> pd.Series:
     return column
 
 
-def _read_times(column: pd.Series) -> tuple[pd.Series, str]:
+def _read_times(column: pd.Series, name: str = "") -> tuple[pd.Series, str]:
     """UTC times (NaT where missing, unreadable or implausible) and a note on how they were read.
 
     Numeric columns (also text columns that are mostly numbers) are epoch times, their unit
     told by magnitude (seconds < 1e11 <= milliseconds < 1e14 <= microseconds < 1e17 <=
     nanoseconds), or YYYYMMDD dates. Text is tried as ISO 8601 first, then month-first and
-    day-first; the reading with fewer failures wins, and on a tie the one spanning less
-    time. Naive times are UTC.
+    day-first; the reading with fewer failures wins. When both read every date (all day and
+    month values <= 12) the one that keeps the rows in time order is used; if both or
+    neither do, the order would be a guess (monthly 01/01 ... 12/01 also reads as 12 days),
+    so DataError asks for ISO dates. Naive times are UTC.
     """
     if _is_number_column(column):
         return _epoch_times(column.astype("float64")), ""
@@ -458,13 +498,20 @@ def _read_times(column: pd.Series) -> tuple[pd.Series, str]:
             readings += [_plausible(pd.to_datetime(text, utc=True, errors="coerce", dayfirst=first),
                                     _STRING_FIRST) for first in (False, True)]
     failures = [int(r[present].isna().sum()) for r in readings]
-    best = [r for r, f in zip(readings, failures) if f == min(failures)]
-    times = min(best, key=_span)   # min keeps the first (ISO, then month-first) on a tie
+    times = readings[failures.index(min(failures))]   # ISO, then month-first, on a tie
     note = ""
-    if len(readings) == 3 and failures[1] == failures[2] == min(failures) \
+    if len(readings) == 3 and failures[1] == failures[2] < failures[0] \
             and not readings[1].equals(readings[2]):
-        order = "day-first" if times is readings[2] else "month-first"
-        note = f"Dates such as 01/02 could be day-first or month-first; read them {order}."
+        ordered = [_in_time_order(r) for r in readings[1:]]
+        if ordered[0] == ordered[1]:
+            example = text[present & (readings[1] != readings[2])].iloc[0]
+            raise DataError(f"The dates in column {name!r} read both month-first and day-first "
+                            f"(e.g. {example!r}), so their order would be a guess: write them as "
+                            "ISO dates YYYY-MM-DD (e.g. 2024-01-31).")
+        times = readings[1] if ordered[0] else readings[2]
+        order = "month-first" if ordered[0] else "day-first"
+        note = (f"Dates such as 01/02 could be day-first or month-first; read them {order}, "
+                "the order that keeps the rows in time order.")
     if (present & text.str.contains(":", regex=False) & ~text.str.contains(_ZONE)).any():
         note = (note + " " if note else "") + "Times have no time zone; read them as UTC."
     return times, note
@@ -495,24 +542,62 @@ def _plausible(times: pd.Series, first: pd.Timestamp) -> pd.Series:
     return times.astype("datetime64[ns, UTC]")
 
 
-def _span(times: pd.Series) -> pd.Timedelta:
-    """Time from first to last reading. Swapping day and month spreads the bars over months,
-    so between two readings of ambiguous dates the shorter span is the likely one."""
-    return times.max() - times.min()
+def _in_time_order(times: pd.Series) -> bool:
+    """Rows oldest first or newest first (as exports come), ignoring unreadable ones."""
+    known = times.dropna()
+    return known.is_monotonic_increasing or known.is_monotonic_decreasing
+
+
+#: Cells only a decimal comma reads: 1,5  1.234,5  and 1.234.567 (dots grouping thousands).
+_COMMA_ONLY = re.compile(r"[+-]?(?:(?:\d{1,3}(?:\.\d{3})+|\d+)?,\d*|\d{1,3}(?:\.\d{3}){2,})")
+#: Cells only a decimal point reads: 1.5  .5  1e5 (but not 12.000, which both read).
+_POINT_ONLY = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?\d+[eE][+-]?\d+")
+_GROUPED = re.compile(r"[+-]?\d{1,3}\.\d{3}")
+
+
+def _decimal_comma(rows: pd.DataFrame, columns: dict[str, str]) -> bool:
+    """Whether the file writes decimal commas, decided once from all its number columns.
+
+    "12.000" is 12 with a decimal point but 12000 with a decimal comma, so one format must
+    hold for every cell; a file where some cells need one and some the other is refused,
+    naming the columns. Cells both formats read alike (integers, 12.000) decide nothing.
+    """
+    comma: dict[str, str] = {}
+    point: dict[str, str] = {}
+    for column in dict.fromkeys(columns.values()):
+        values = rows[column]
+        if _is_number_column(values):   # read by pandas with a decimal point
+            fraction = values[np.isfinite(values) & (values % 1 != 0)]
+            if len(fraction):
+                point[column] = repr(float(fraction.iloc[0]))
+            continue
+        text = _text(values)
+        for found, cells in ((comma, text[text.str.fullmatch(_COMMA_ONLY)]),
+                             (point, text[text.str.fullmatch(_POINT_ONLY) & ~text.str.fullmatch(_GROUPED)])):
+            if len(cells):
+                found[column] = repr(cells.iloc[0])
+    if comma and point:
+        def listing(found: dict[str, str]) -> str:
+            return ", ".join(f"{column!r} (e.g. {example})" for column, example in found.items())
+        raise DataError(f"The file mixes number formats: {listing(comma)} with a decimal comma, "
+                        f"{listing(point)} with a decimal point. Export it again with one decimal "
+                        "separator for every column.")
+    return bool(comma)
 
 
 def _read_numbers(column: pd.Series, decimal_comma: bool) -> tuple[pd.Series, pd.Series]:
     """Floats (NaN where missing or unreadable) and the mask of unreadable cells.
 
     Missing markers ("", null, NaN, n/a, -) are not unreadable: validate_candles drops those
-    rows and says so. With ``decimal_comma`` "1.234,5" reads as 1234.5 and "61234,5" as
-    61234.5, while "1,234.5" stays unreadable rather than becoming 1.2345.
+    rows and says so. With ``decimal_comma`` dots group thousands: "1.234,5" reads as
+    1234.5, "12.000" as 12000 and "61234,5" as 61234.5, while "1,234.5" is unreadable
+    rather than 1.2345.
     """
     if _is_number_column(column):
         return column.astype("float64"), pd.Series(False, index=column.index)
     text = _text(column)
     if decimal_comma:
-        european = text.str.fullmatch(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d*")
+        european = text.str.fullmatch(_COMMA_ONLY) | text.str.fullmatch(_GROUPED)
         converted = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
         text = text.where(~european, converted)
     numbers = pd.to_numeric(text, errors="coerce").astype("float64")
@@ -563,6 +648,31 @@ def _check_headerless_order(values: dict[str, pd.Series]) -> None:
     if complete.any() and fits[complete].mean() < 0.99:
         raise DataError("The file has no header and its columns do not read as time, open, "
                         "high, low, close, volume: add a header row naming them.")
+
+
+#: High/low are widened (and it is reported) on at most this share of rows and
+#: ``MAX_WIDENED_ROWS`` rows; more means the columns are not what their headers say.
+MAX_WIDENED_FRACTION = 0.01
+MAX_WIDENED_ROWS = 2
+
+
+def _check_price_columns(values: dict[str, pd.Series], roles: dict[str, str]) -> None:
+    """Refuse a file whose open or close often lies outside high-low: mislabelled columns
+    (e.g. Close and Volume swapped), which widening high/low would silently turn into bars."""
+    o, h, low, c = (values[r] for r in PRICE_ROLES)
+    complete = o.notna() & h.notna() & low.notna() & c.notna()
+    slack = 1e-6 * h.abs()   # float noise from the exporter is not a mislabelled column
+    outside = {role: ((values[role] > h + slack) | (values[role] < low - slack)) & complete
+               for role in ("open", "close")}
+    bad = outside["open"] | outside["close"]
+    count = int(bad.sum())
+    if count > MAX_WIDENED_ROWS and count > MAX_WIDENED_FRACTION * int(complete.sum()):
+        worst = max(("open", "close"), key=lambda role: int(outside[role].sum()))
+        raise DataError(
+            f"On {count} of {int(complete.sum())} rows column {roles[worst]!r} lies outside "
+            f"{roles['high']!r}-{roles['low']!r}: the columns look mislabelled (e.g. Close and "
+            f"Volume swapped) or mix series (an adjusted close beside unadjusted highs and lows). "
+            "Check that the header names Open, High, Low, Close and Volume match the columns.")
 
 
 def _adjust(values: dict[str, pd.Series], has_adj_close: bool, repairs: list[str]) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from data import INTERVALS, CandleQuery, DataError, parse_time_range, validate_candles
+from data import EARLIEST, INTERVALS, CandleQuery, DataError, parse_time_range, validate_candles
 
 __all__ = ["DEMO_SYMBOLS", "DEMO_INTERVALS", "LABEL_KINDS", "DemoMarket", "demo_market", "fetch_raw", "to_frame"]
 
@@ -162,7 +162,7 @@ def _bars_per_session(step: pd.Timedelta) -> int:
 def _resolve_range(spec: _SymbolSpec, interval: str, start: Any, end: Any
                    ) -> tuple[pd.Timestamp, pd.Timestamp]:
     """Fill missing ends: end 2024-04-01, start about ``DEFAULT_BARS`` bars earlier."""
-    end_ts = DEFAULT_END if end is None else parse_time_range(pd.Timestamp.min, end)[1]
+    end_ts = DEFAULT_END if end is None else parse_time_range(EARLIEST, end)[1]
     if start is None:
         step = INTERVALS[interval]
         if spec.market == "crypto":

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data import DataError, parse_time_range
+from data import DataError, check_symbol, network, parse_time_range
 
 __all__ = ["HEADLINE_COLUMNS", "MAX_HEADLINE_CHARS", "NEWS_SOURCES", "load_headlines",
            "clean_text", "validate_headlines", "fetch_yahoo_news", "yahoo_news_to_frame",
@@ -138,11 +138,17 @@ def _demo_headlines(symbol: str, start: pd.Timestamp | None, end: pd.Timestamp |
 
 # ---- yahoo -----------------------------------------------------------------------------
 
-def fetch_yahoo_news(symbol: str, limit: int) -> list:
-    """Raw ``Ticker(symbol).get_news(count=limit)`` list. Raises DataError on any failure."""
-    try:
+def fetch_yahoo_news(symbol: str, limit: int, deadline: float | None = None) -> list:
+    """Raw ``Ticker(symbol).get_news(count=limit)`` list, within the network deadline.
+    Raises DataError on any failure."""
+    def ask(_progress: Any) -> list:
         import yfinance as yf
-        items = yf.Ticker(symbol).get_news(count=limit)
+        return yf.Ticker(symbol).get_news(count=limit)
+
+    try:
+        items = network.run_with_deadline(ask, f"Yahoo Finance news for {symbol}", seconds=deadline)
+    except DataError:
+        raise
     except Exception as exc:  # network client: curl_cffi OSError, YFRateLimitError, ...
         raise DataError(f"Could not fetch Yahoo news for {symbol!r} ({type(exc).__name__}: "
                         f"{exc}). Check the network or try again in a minute.") from exc
@@ -178,34 +184,42 @@ def yahoo_news_to_frame(items: Any, symbol: str = "") -> pd.DataFrame:
 
 # ---- bybit -----------------------------------------------------------------------------
 
-def fetch_bybit_announcements(limit: int, page_size: int = 100) -> list[dict]:
+def fetch_bybit_announcements(limit: int, page_size: int = 100,
+                              deadline: float | None = None) -> list[dict]:
     """Up to ``limit`` newest announcements (``get_announcement(locale="en-US")``, paged).
 
     Raises DataError for network errors, a non-zero ``retCode`` or a malformed answer.
     """
     try:
-        from pybit.unified_trading import HTTP
-        session = HTTP(testnet=False, timeout=10, max_retries=2)
-        items: list[dict] = []
-        page = 1
-        while len(items) < limit:
-            answer = session.get_announcement(locale="en-US", page=page,
-                                              limit=min(page_size, limit - len(items)))
-            result = answer.get("result") if isinstance(answer, dict) else None
-            batch = result.get("list") if isinstance(result, dict) else None
-            if not isinstance(batch, list):
-                raise DataError("Bybit answered announcements in an unexpected form; "
-                                "try again later.")
-            items.extend(batch)
-            if not batch or len(items) >= int(result.get("total") or 0):
-                break
-            page += 1
+        items = network.run_with_deadline(lambda _: _announcement_pages(limit, page_size),
+                                          "Bybit's announcements", seconds=deadline)
     except DataError:
         raise
-    except Exception as exc:  # pybit errors, requests exceptions, pybit's negative-sleep ValueError
+    except Exception as exc:  # pybit errors, requests exceptions
         raise DataError(f"Could not fetch Bybit announcements ({type(exc).__name__}: {exc}). "
                         "Check the network or try again in a minute.") from exc
     return items[:limit]
+
+
+def _announcement_pages(limit: int, page_size: int) -> list[dict]:
+    from pybit.unified_trading import HTTP
+
+    # retry_codes={-1}: pybit would otherwise sleep until a rate-limit reset, however far ahead
+    session = HTTP(testnet=False, timeout=10, max_retries=1, retry_codes={-1})
+    items: list[dict] = []
+    page = 1
+    while len(items) < limit:
+        answer = session.get_announcement(locale="en-US", page=page,
+                                          limit=min(page_size, limit - len(items)))
+        result = answer.get("result") if isinstance(answer, dict) else None
+        batch = result.get("list") if isinstance(result, dict) else None
+        if not isinstance(batch, list):
+            raise DataError("Bybit answered announcements in an unexpected form; try again later.")
+        items.extend(batch)
+        if not batch or len(items) >= int(result.get("total") or 0):
+            break
+        page += 1
+    return items
 
 
 def _coin_of(symbol: str) -> str:
@@ -253,12 +267,12 @@ def read_headlines_csv(file: Any) -> pd.DataFrame:
 
     Raises DataError naming what to fix: unreadable file, missing column, bad timestamp.
     """
-    if isinstance(file, (bytes, bytearray)):
-        file = io.BytesIO(file)
+    from data.csv import read_content
+
+    content, _ = read_content(file)   # regular files of bounded size only: never /dev/zero or a FIFO
+    buffer = io.BytesIO(content) if isinstance(content, bytes) else io.StringIO(content)
     try:
-        raw = pd.read_csv(file, dtype="str", keep_default_na=False, skipinitialspace=True)
-    except FileNotFoundError as exc:
-        raise DataError(f"No file at {str(file)!r}: check the path.") from exc
+        raw = pd.read_csv(buffer, dtype="str", keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"Cannot read the headlines file as CSV ({exc}). Save it as UTF-8 CSV "
                         "with a header row: timestamp,headline[,source,url].") from exc
@@ -286,7 +300,8 @@ def read_headlines_csv(file: Any) -> pd.DataFrame:
 # ---- entry point -----------------------------------------------------------------------
 
 def load_headlines(source: str, symbol: str = "", start: Any = None, end: Any = None, *,
-                   file: Any = None, seed: int = 7, limit: int = 100) -> pd.DataFrame:
+                   file: Any = None, seed: int = 7, limit: int = 100,
+                   deadline: float | None = None) -> pd.DataFrame:
     """Headlines for ``symbol`` from ``source`` ("demo", "yahoo", "bybit", "csv").
 
     Parameters
@@ -300,6 +315,9 @@ def load_headlines(source: str, symbol: str = "", start: Any = None, end: Any = 
     limit
         Most items asked of a network source (Yahoo and Bybit give only recent news, so
         an old range may come back empty).
+    deadline
+        Seconds a network source may take in all (default ``SURVEILLANCE_NETWORK_DEADLINE``,
+        else 20).
 
     Returns the canonical headline frame (see module docstring); DataError on failure.
     """
@@ -308,17 +326,17 @@ def load_headlines(source: str, symbol: str = "", start: Any = None, end: Any = 
     if (start is None) != (end is None):
         raise DataError("Give both a start and an end for the news range, or neither.")
     start_ts, end_ts = (None, None) if start is None else parse_time_range(start, end)
-    if limit < 1:
-        raise DataError(f"The news limit must be at least 1, got {limit}.")
-    symbol = (symbol or "").strip()
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise DataError(f"The news limit must be a whole number of at least 1, got {limit!r}.")
+    symbol = check_symbol(symbol, strict=source != "csv")
     if source == "demo":
         frame = validate_headlines(_demo_headlines(symbol, start_ts, end_ts, seed))
     elif source == "yahoo":
         if not symbol:
             raise DataError("Enter a symbol to fetch Yahoo news for.")
-        frame = yahoo_news_to_frame(fetch_yahoo_news(symbol, limit), symbol)
+        frame = yahoo_news_to_frame(fetch_yahoo_news(symbol, limit, deadline), symbol)
     elif source == "bybit":
-        frame = bybit_announcements_to_frame(fetch_bybit_announcements(limit), symbol)
+        frame = bybit_announcements_to_frame(fetch_bybit_announcements(limit, deadline=deadline), symbol)
     else:
         if file is None:
             raise DataError("Choose a headlines CSV file (file=...).")

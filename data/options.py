@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
-from data import DataError
+from data import DataError, check_symbol, network
 
 __all__ = ["CHAIN_COLUMNS", "OPTION_SOURCES", "DEFAULT_EXPIRY_COUNT", "load_option_chain",
            "chain_from_yahoo"]
@@ -88,7 +88,14 @@ def chain_from_yahoo(calls: pd.DataFrame, puts: pd.DataFrame, expiry: str,
     return out
 
 
-def _yahoo_chain(symbol: str, expiries: Iterable[Any] | None, as_of: pd.Timestamp) -> pd.DataFrame:
+def _yahoo_chain(symbol: str, expiries: Iterable[Any] | None, as_of: pd.Timestamp,
+                 deadline: float | None = None) -> pd.DataFrame:
+    """Yahoo's chain, all its requests within one network deadline."""
+    return network.run_with_deadline(lambda _: _ask_yahoo_chain(symbol, expiries, as_of),
+                                     f"Yahoo Finance options for {symbol}", seconds=deadline)
+
+
+def _ask_yahoo_chain(symbol: str, expiries: Iterable[Any] | None, as_of: pd.Timestamp) -> pd.DataFrame:
     from data.yahoo import yahoo_errors, yahoo_ticker
 
     ticker = yahoo_ticker(symbol)
@@ -200,18 +207,21 @@ def _demo_chain(symbol: str, expiries: Iterable[Any] | None, as_of: pd.Timestamp
 
 
 def load_option_chain(source: str, symbol: str, *, expiries: Iterable[Any] | None = None,
-                      as_of: Any = None, seed: int = 7, unusual: bool | None = None) -> pd.DataFrame:
+                      as_of: Any = None, seed: int = 7, unusual: bool | None = None,
+                      deadline: float | None = None) -> pd.DataFrame:
     """The option chain of ``symbol`` from ``source`` ("yahoo" or "demo") in the tidy shape.
 
     ``expiries``: dates to load (e.g. ``["2024-01-19"]``); by default Yahoo loads the nearest
     ``DEFAULT_EXPIRY_COUNT`` and the demo all of its nine. ``as_of`` (default now) is the clock
     for ``days_to_expiry``; Yahoo only serves today's chain, the demo builds its expiries from
     it. ``seed`` and ``unusual`` (default: on for symbol "DEMO") drive the demo only; the
-    same seed, symbol and ``as_of`` always give the same chain. Raises DataError.
+    same seed, symbol and ``as_of`` always give the same chain. Yahoo's requests end within
+    ``deadline`` seconds in all (default ``SURVEILLANCE_NETWORK_DEADLINE``, else 20).
+    Raises DataError.
     """
     if source not in OPTION_SOURCES:
         raise DataError(f"Unknown option source {source!r}; choose one of {', '.join(OPTION_SOURCES)}.")
-    symbol = (symbol or "").strip()
+    symbol = check_symbol(symbol)
     if not symbol:
         raise DataError("Enter a symbol.")
     now = pd.Timestamp.now(tz="UTC")
@@ -221,6 +231,6 @@ def load_option_chain(source: str, symbol: str, *, expiries: Iterable[Any] | Non
         raise DataError(f"Cannot read the as-of time {as_of!r}: use a date like 2024-01-31.") from exc
     as_of_ts = as_of_ts.tz_localize("UTC") if as_of_ts.tzinfo is None else as_of_ts.tz_convert("UTC")
     if source == "yahoo":
-        return _yahoo_chain(symbol, expiries, as_of_ts)
+        return _yahoo_chain(symbol, expiries, as_of_ts, deadline)
     unusual = symbol.upper() == "DEMO" if unusual is None else unusual
     return _demo_chain(symbol, expiries, as_of_ts, seed, unusual)

@@ -9,23 +9,28 @@ Yahoo's intraday limits are checked before calling, because Yahoo answers a requ
 outside them with an empty frame that looks like an unknown symbol: 1m bars only for the
 last 30 days and at most 7 days per request (longer ranges are split into 7-day chunks),
 other sub-hour bars for the last 60 days, 1h (and 4h, resampled from 1h) for 730 days.
+
+yfinance reports "no time zone found" (``YFTzMissingError``) both for an unknown symbol and
+when its own time-zone lookup failed (no network: it swallows that error). So a symbol is
+called unknown only when Yahoo itself answers "Not Found" for it; anything else is a
+network or service problem. Each fetch runs under ``data.network``'s total deadline.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import warnings
 from typing import Any, Callable, Iterator
 
 import pandas as pd
 
-from data import COLUMNS, CandleQuery, DataError
-from data.cached import NoDataError, SourceUnavailableError
+from data import COLUMNS, CandleQuery, DataError, network
+from data.network import NoDataError, SourceUnavailableError, SymbolNotFoundError
 from store import data_dir
 
 __all__ = ["DEFAULT_OPTIONS", "YAHOO_INTERVALS", "LOOKBACK", "MAX_REQUEST_SPAN",
-           "request_windows", "fetch_raw", "to_frame", "yahoo_errors", "yahoo_ticker"]
+           "request_windows", "fetch_raw", "to_frame", "yahoo_errors", "yahoo_ticker",
+           "no_data_message", "unknown_symbol_message", "unreachable_message"]
 
 # history(raise_errors=True) is the per-call way to get exceptions in yfinance 1.7 (the
 # alternative, yf.config.debug.hide_exceptions, is process-wide); silence its deprecation note.
@@ -53,12 +58,29 @@ _ALIASES = {"open": "open", "high": "high", "low": "low", "close": "close", "vol
 
 RATE_LIMITED = ("Yahoo is rate-limiting requests; wait a minute and retry "
                 "(cached data, if any, is still shown)")
-UNREACHABLE = "Cannot reach Yahoo Finance (no network?)"
+UNREACHABLE = "Cannot reach Yahoo Finance"
+#: The chart endpoint yfinance asks (also for the time zone); asked directly to tell an
+#: unknown symbol from a failed lookup.
+CHART_URL = "https://query2.finance.yahoo.com/v8/finance/chart/"
 
 
 def no_data_message(symbol: str) -> str:
-    return (f"No data for {symbol} in this range: unknown symbol, delisted, or market closed — "
-            "check the symbol on finance.yahoo.com or widen the range.")
+    """Yahoo answered for the symbol but had no bars (not a claim that the symbol is unknown)."""
+    return (f"No Yahoo Finance bars for {symbol} in this range (market closed, or before the "
+            "symbol traded): widen or move the range.")
+
+
+def unknown_symbol_message(symbol: str, reason: str = "") -> str:
+    said = f" (Yahoo said: {reason})" if reason else ""
+    return (f"Yahoo Finance does not know the symbol {symbol}{said}: check it on "
+            "finance.yahoo.com (e.g. AAPL, ^VIX, BRK-B, EURUSD=X, BTC-USD).")
+
+
+def unreachable_message(symbol: str, exc: BaseException) -> str:
+    kind = type(exc).__name__
+    why = "timed out" if "timeout" in kind.lower() or "timed out" in str(exc).lower() else "no network"
+    return (f"{UNREACHABLE} for {symbol}: {why}, or Yahoo is not answering ({kind}). Check the "
+            "connection and retry (cached data, if any, is still shown).")
 
 
 def request_windows(query: CandleQuery, now: pd.Timestamp) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
@@ -85,26 +107,86 @@ def request_windows(query: CandleQuery, now: pd.Timestamp) -> list[tuple[pd.Time
     return windows or [(query.start, query.end)]
 
 
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status of an HTTPError (curl_cffi's or requests', which yfinance passes on
+    when it runs on requests), else None."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status if isinstance(status, int) and status >= 100 else None   # curl says 0 for DNS
+
+
+def _mapped(exc: BaseException, symbol: str) -> DataError | None:
+    """The DataError for a yfinance/curl failure, or None when it is not one we know."""
+    import yfinance.exceptions as yfe
+
+    if isinstance(exc, yfe.YFRateLimitError):
+        return SourceUnavailableError(RATE_LIMITED)
+    if isinstance(exc, yfe.YFDataException):  # "Yahoo! Finance is currently down"
+        return SourceUnavailableError(f"Yahoo Finance is not answering properly for {symbol} "
+                                      f"({exc}); retry later.")
+    status = _http_status(exc)
+    if status is not None:
+        return SourceUnavailableError(f"Yahoo Finance answered HTTP {status} for {symbol}; "
+                                      "retry later.")
+    if isinstance(exc, ValueError) and "json" in type(exc).__name__.lower() + str(exc).lower():
+        return SourceUnavailableError(f"Yahoo sent an unreadable answer for {symbol} (not JSON); "
+                                      "retry later.")
+    if isinstance(exc, OSError):  # curl_cffi's and requests' DNS, connection, timeout errors
+        return SourceUnavailableError(unreachable_message(symbol, exc))
+    if isinstance(exc, yfe.YFException):
+        return DataError(f"Yahoo refused the request for {symbol}: {exc}")
+    return None
+
+
+def _raise_if_not_found(symbol: str) -> None:
+    """Ask Yahoo's chart API about ``symbol``: SymbolNotFoundError if Yahoo answers "Not
+    Found", SourceUnavailableError for an unreadable answer, nothing if the symbol exists.
+
+    yfinance's failed lookup may stay in its in-memory response cache; it is cleared so the
+    next attempt asks again.
+    """
+    from yfinance.data import YfData
+
+    clear = getattr(YfData.cache_get, "cache_clear", None)   # absent when a test replaced it
+    if clear is not None:
+        clear()
+    response = YfData().get(url=CHART_URL + symbol, params={"range": "1d", "interval": "1d"},
+                            timeout=network.socket_timeout(10))
+    try:
+        error = (response.json().get("chart") or {}).get("error") or {}
+    except (ValueError, AttributeError):
+        raise SourceUnavailableError(f"Yahoo sent an unreadable answer for {symbol} (HTTP "
+                                     f"{getattr(response, 'status_code', '?')}); retry later.") from None
+    if error.get("code") == "Not Found":
+        raise SymbolNotFoundError(unknown_symbol_message(symbol, str(error.get("description") or "")))
+
+
 @contextlib.contextmanager
 def yahoo_errors(symbol: str) -> Iterator[None]:
     """Turn yfinance/curl failures into DataErrors an analyst can act on: rate limits and
-    network failures into SourceUnavailableError, a missing ticker into NoDataError."""
+    network failures into SourceUnavailableError; only Yahoo's explicit "Not Found" into
+    SymbolNotFoundError (Yahoo is asked when yfinance says the ticker is missing)."""
     import yfinance.exceptions as yfe
 
     try:
         yield
-    except yfe.YFRateLimitError as exc:
-        raise SourceUnavailableError(RATE_LIMITED) from exc
-    except yfe.YFDataException as exc:  # "Yahoo! Finance is currently down"
-        raise SourceUnavailableError(f"Yahoo Finance is not answering properly ({exc}); retry later.") from exc
-    except json.JSONDecodeError as exc:
-        raise SourceUnavailableError("Yahoo sent an unreadable answer (not JSON); retry later.") from exc
-    except OSError as exc:  # curl_cffi's DNS, connection and timeout errors are OSErrors
-        raise SourceUnavailableError(f"{UNREACHABLE} ({type(exc).__name__})") from exc
-    except yfe.YFTickerMissingError as exc:
-        raise NoDataError(no_data_message(symbol)) from exc
-    except yfe.YFException as exc:
-        raise DataError(f"Yahoo refused the request: {exc}") from exc
+    except DataError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, yfe.YFTickerMissingError) or _http_status(exc) == 404:
+            try:
+                _raise_if_not_found(symbol)
+            except DataError:
+                raise
+            except Exception as probe_exc:
+                raise (_mapped(probe_exc, symbol) or SourceUnavailableError(
+                    unreachable_message(symbol, probe_exc))) from exc
+            if isinstance(exc, yfe.YFTickerMissingError):   # the symbol exists after all
+                raise SourceUnavailableError(f"Yahoo Finance did not give the time zone of "
+                                             f"{symbol}; retry in a minute.") from exc
+        mapped = _mapped(exc, symbol)
+        if mapped is None:
+            raise
+        raise mapped from exc
 
 
 _cache_lock = threading.Lock()
@@ -132,16 +214,25 @@ def _history_args(window: tuple[pd.Timestamp, pd.Timestamp], interval: str) -> d
 
 
 def fetch_raw(query: CandleQuery, progress: Callable[[float, str], None] | None = None, *,
-              now: pd.Timestamp | None = None) -> dict[str, list]:
+              now: pd.Timestamp | None = None, deadline: float | None = None) -> dict[str, list]:
     """Ask Yahoo (through yfinance and its own session) for the bars of ``query``.
 
     Returns ``{"frames": [one yfinance frame per request], "reasons": [Yahoo's explanation
-    for each empty answer]}``. Raises SourceUnavailableError for a rate limit or no network.
+    for each empty answer]}``. Raises SourceUnavailableError for a rate limit, no network or
+    no answer within ``deadline`` seconds in all (see ``data.network``), SymbolNotFoundError
+    when Yahoo says it does not know the symbol.
     """
-    import yfinance.exceptions as yfe
-
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     windows = request_windows(query, now)
+    return network.run_with_deadline(lambda step: _fetch_windows(query, windows, step),
+                                     f"Yahoo Finance for {query.symbol}", seconds=deadline,
+                                     progress=progress)
+
+
+def _fetch_windows(query: CandleQuery, windows: list[tuple[pd.Timestamp, pd.Timestamp]],
+                   progress: Callable[[float, str], None] | None) -> dict[str, list]:
+    import yfinance.exceptions as yfe
+
     adjusted = bool(query.option("adjusted", DEFAULT_OPTIONS["adjusted"]))
     ticker = yahoo_ticker(query.symbol)
     frames, reasons = [], []
@@ -152,12 +243,11 @@ def fetch_raw(query: CandleQuery, progress: Callable[[float, str], None] | None 
                 # frame as an unknown symbol, and cached data could not be offered.
                 frames.append(ticker.history(
                     **_history_args(window, query.interval), interval=YAHOO_INTERVALS[query.interval],
-                    auto_adjust=adjusted, actions=False, timeout=10, raise_errors=True))
+                    auto_adjust=adjusted, actions=False, timeout=network.socket_timeout(10),
+                    raise_errors=True))
             except yfe.YFPricesMissingError as exc:
                 if exc.yahoo_reason:
                     reasons.append(exc.yahoo_reason)
-            except yfe.YFTickerMissingError:
-                break  # no time zone: unknown or delisted symbol, the other chunks would fail too
         if progress is not None:
             progress(number / len(windows), f"Yahoo {query.symbol}: request {number} of {len(windows)}")
     return {"frames": frames, "reasons": reasons}

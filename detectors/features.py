@@ -16,7 +16,9 @@ SCALE_FLOOR = 1e-8
 #: MAD times this estimates the standard deviation of normally distributed data.
 MAD_TO_STD = 1.4826
 #: Feature names a detector may ask for, and how each is computed from candles.
-FEATURES = ("returns", "volume", "range")
+FEATURES = ("returns", "volume", "range", "churn")
+#: Smallest bar range (a share of the price) churn divides by: one basis point.
+RANGE_FLOOR = 1e-4
 #: Rows per block when the robust (median/MAD) statistics are computed on sliding windows.
 _ROBUST_BLOCK = 20_000
 
@@ -39,6 +41,14 @@ def range_ratio(candles: pd.DataFrame) -> pd.Series:
     return (candles["high"] - candles["low"]) / candles["close"]
 
 
+def churn(candles: pd.DataFrame) -> pd.Series:
+    """log(1 + volume) - log(range): volume that moves no price, as wash trades do.
+
+    On real markets volume and range rise together, so much volume in a narrow bar is rare;
+    the range is floored at ``RANGE_FLOOR`` so a flat bar stays finite."""
+    return log_volume(candles["volume"]) - np.log(np.maximum(range_ratio(candles), RANGE_FLOOR))
+
+
 def feature_series(candles: pd.DataFrame, name: str) -> pd.Series:
     """The raw series behind a feature name in ``FEATURES``.
 
@@ -53,6 +63,8 @@ def feature_series(candles: pd.DataFrame, name: str) -> pd.Series:
         return candles["volume"]
     if name == "range":
         return range_ratio(candles)
+    if name == "churn":
+        return churn(candles)
     raise ValueError(f"Unknown feature {name!r}; choose from {', '.join(FEATURES)}.")
 
 

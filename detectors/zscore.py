@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 
 from detectors.base import Detector, ParamSpec, check_number, check_whole
-from detectors.features import (FEATURES, MAD_TO_STD, SCALE_FLOOR, log_returns, log_volume,
+from detectors.features import (FEATURES, MAD_TO_STD, RANGE_FLOOR, SCALE_FLOOR, churn, log_returns, log_volume,
                                 range_ratio, rolling_zscore)
 
 #: Features whose score counts only upward moves (surges), not drops.
-UPWARD_ONLY = frozenset({"volume", "range"})
+UPWARD_ONLY = frozenset({"volume", "range", "churn"})
 #: The series each feature's z is taken of: log volume, as volume is log-normal-like.
 SERIES = {"returns": lambda c: log_returns(c["close"]), "volume": lambda c: log_volume(c["volume"]),
-          "range": range_ratio}
+          "range": range_ratio, "churn": churn}
 #: The default cut in |z| at one bar per day; it rises by 1 per decade of bars per day.
 BASE_CUT = 3.6
 
@@ -75,8 +75,9 @@ class RollingZScoreDetector(Detector):
         Bars in the long baseline (expanding from ``min_periods`` up to this many); None uses
         the short one only.
     features : tuple of str
-        Any of "returns" (log returns, both directions), "volume" (log volume, surges only)
-        and "range" ((high - low) / close, widening only).
+        Any of "returns" (log returns, both directions), "volume" (log volume, surges only),
+        "range" ((high - low) / close, widening only) and "churn" (log volume over log range:
+        volume that moves no price, as wash trades do; surges only).
     robust : bool
         Median and MAD * 1.4826 instead of mean and standard deviation.
     threshold : float or None
@@ -96,7 +97,7 @@ class RollingZScoreDetector(Detector):
     parameters = (ParamSpec("window", "Short baseline (bars)", 10, 500),
                   ParamSpec("long_window", "Long baseline (bars)", 100, 5000, 100))
 
-    def __init__(self, window=100, long_window=1000, features=("returns", "volume"), robust=False,
+    def __init__(self, window=100, long_window=1000, features=("returns", "volume", "churn"), robust=False,
                  threshold=None, min_periods=None):
         self.window = window
         self.long_window = long_window
@@ -233,7 +234,7 @@ class IncrementalZScore:
     """
 
     def __init__(self, window: int = 100, *, long_window: int | None = 1000, robust: bool = False,
-                 features: tuple[str, ...] = ("returns", "volume"),
+                 features: tuple[str, ...] = ("returns", "volume", "churn"),
                  min_periods: int | None = None) -> None:
         _check_params(window, features, 1.0, min_periods, long_window)
         self.window = window
@@ -257,6 +258,8 @@ class IncrementalZScore:
                 x = math.log(close / prev) if prev > 0 else math.nan
             elif name == "volume":
                 x = math.log1p(volume)
+            elif name == "churn":
+                x = math.log1p(volume) - math.log(max((high - low) / close, RANGE_FLOOR))
             else:
                 x = (high - low) / close
             zs = [stats.z_then_push(x) for stats in baselines]

@@ -14,6 +14,16 @@ target exposure changes it trades to ``target * equity`` at that close and pays
 ``(cost + slippage) * traded value``. Between trades the units are held, so the invested
 fraction drifts with the price. Buy-and-hold is the benchmark: all capital in the asset at
 bar 0's close, no costs. Equity is marked to market at each close; nothing is sold at the end.
+
+Bad data. Bars inside a ``data_error`` event (``kind`` column: bad ticks, bad prints) are not
+prices: their close is replaced by the last good close before the event (the first good one
+after it for an event at the start), and both curves are computed on these repaired closes.
+Forward-filling, rather than dropping those bars' returns, keeps the price level continuous:
+a 10x print and its reversal add nothing, while the real move across the span still lands on
+the first good bar after it, so no genuine return is lost (a detected event that also spans a
+few good bars after the tick only delays their moves to that bar). The strategy still steps aside
+during a data-error event (its flag is known in real time, its being bad data only later);
+trades inside the span happen at the repaired close, so they cost fees and nothing else.
 """
 from __future__ import annotations
 
@@ -37,11 +47,17 @@ class BacktestResult:
         ``METRICS``.
     exposure : Series on the candle index, the target fraction of equity in the asset chosen
         at each close (held over the next bar).
+    prices : Series on the candle index, the repaired closes both curves are computed on.
+    repaired_bars : how many bars inside ``data_error`` events had their close replaced.
+    note : one sentence saying what was repaired and how (plain text, for the page).
     """
 
     equity: pd.DataFrame
     metrics: pd.DataFrame
     exposure: pd.Series
+    prices: pd.Series
+    repaired_bars: int
+    note: str
 
 
 def periods_per_year(index: pd.DatetimeIndex) -> float:
@@ -95,14 +111,14 @@ def _performance_metrics(equity: pd.Series, target: np.ndarray, trades: pd.DataF
     }
 
 
-def _active_bars(index: pd.DatetimeIndex, events: pd.DataFrame | None, cooldown_bars: int) -> np.ndarray:
-    """Boolean per bar: inside an event (first to last flagged bar, plus the cooldown).
+def _spans(index: pd.DatetimeIndex, events: pd.DataFrame | None) -> list[tuple[int, int, str]]:
+    """(first bar, last bar, kind) of each event that overlaps the candles.
 
-    Events that end before the first candle or start after the last are ignored.
+    Events that end before the first candle, start after the last or fall between two bars
+    are left out.
     """
-    active = np.zeros(len(index), dtype=bool)
     if events is None or len(events) == 0:
-        return active
+        return []
     missing = {"start", "end"} - set(events.columns)
     if missing:
         raise ValueError(f"The events table lacks {', '.join(sorted(missing))}; pass the table "
@@ -111,10 +127,30 @@ def _active_bars(index: pd.DatetimeIndex, events: pd.DataFrame | None, cooldown_
     ends = pd.DatetimeIndex(pd.to_datetime(events["end"], utc=True))
     first = index.searchsorted(starts, side="left")    # first bar at or after the start
     last = index.searchsorted(ends, side="right") - 1  # last bar at or before the end
-    for lo, hi in zip(first, last):
-        if lo <= hi:  # else the event lies outside the candles (or between two bars)
-            active[lo:hi + 1 + cooldown_bars] = True
+    kinds = events["kind"].astype(str) if "kind" in events.columns else [""] * len(events)
+    return [(lo, hi, kind) for lo, hi, kind in zip(first, last, kinds) if lo <= hi]
+
+
+def _active_bars(n: int, spans: list[tuple[int, int, str]], cooldown_bars: int) -> np.ndarray:
+    """Boolean per bar: inside an event (first to last flagged bar, plus the cooldown)."""
+    active = np.zeros(n, dtype=bool)
+    for lo, hi, _ in spans:
+        active[lo:hi + 1 + cooldown_bars] = True
     return active
+
+
+def _repair(close: np.ndarray, spans: list[tuple[int, int, str]]) -> tuple[np.ndarray, int, int]:
+    """Closes with the bars of ``data_error`` spans replaced (see module docstring), the number
+    of bars replaced and of data-error events that touched the candles."""
+    bad = np.zeros(len(close), dtype=bool)
+    errors = [(lo, hi) for lo, hi, kind in spans if kind == "data_error"]
+    for lo, hi in errors:
+        bad[lo:hi + 1] = True
+    if bad.all():
+        raise ValueError("Every candle lies inside a data_error event: there is no good price "
+                         "to backtest on; widen the time range.")
+    repaired = pd.Series(np.where(bad, np.nan, close)).ffill().bfill().to_numpy()
+    return repaired, int(bad.sum()), len(errors)
 
 
 def _check_params(mode, reduced_exposure, position, cost, slippage, capital, cooldown_bars) -> None:
@@ -164,7 +200,8 @@ def backtest_avoid_anomalies(candles: pd.DataFrame, events: pd.DataFrame | None,
     ----------
     candles : canonical candles (only ``close`` and the index are used), at least two bars.
     events : table with ``start`` and ``end`` (UTC) per event, e.g. ``detectors.to_events``;
-        None or empty means no events.
+        None or empty means no events. Events of ``kind`` "data_error" also mark bad data,
+        repaired before any return is computed (see the module docstring).
     mode : "flat" sells everything while an event is active; "reduce" keeps
         ``reduced_exposure`` of the position (0.25 = a quarter of it).
     position : fraction of equity held in the asset outside events (0 < position <= 1).
@@ -174,7 +211,8 @@ def backtest_avoid_anomalies(candles: pd.DataFrame, events: pd.DataFrame | None,
 
     Returns
     -------
-    BacktestResult with the equity curves, the metrics table and the exposure path.
+    BacktestResult with the equity curves, the metrics table, the exposure path and the
+    repaired prices with a note on what was repaired.
     """
     _check_params(mode, reduced_exposure, position, cost, slippage, capital, cooldown_bars)
     if not isinstance(candles, pd.DataFrame) or "close" not in candles.columns \
@@ -184,8 +222,9 @@ def backtest_avoid_anomalies(candles: pd.DataFrame, events: pd.DataFrame | None,
     if len(candles) < 2:
         raise ValueError("A backtest needs at least two candles; widen the time range.")
     index = candles.index
-    close = candles["close"].to_numpy(dtype="float64")
-    active = _active_bars(index, events, int(cooldown_bars))
+    spans = _spans(index, events)
+    close, repaired_bars, n_errors = _repair(candles["close"].to_numpy(dtype="float64"), spans)
+    active = _active_bars(len(index), spans, int(cooldown_bars))
     inside = 0.0 if mode == "flat" else position * reduced_exposure
     target = np.where(active, inside, position)
 
@@ -200,5 +239,10 @@ def backtest_avoid_anomalies(candles: pd.DataFrame, events: pd.DataFrame | None,
         "buy_and_hold": _performance_metrics(equity["buy_and_hold"], np.ones(len(index)),
                                             hold_trades, bars_per_year, capital),
     }).T[METRICS].astype({"n_trades": "int64"})
+    note = (f"{repaired_bars} bar(s) inside {n_errors} data_error event(s) repaired: their close "
+            "is the last good close before the event, so bad ticks add no return to either curve."
+            if repaired_bars else "No data_error events: both curves use the closes as they are.")
     return BacktestResult(equity=equity, metrics=metrics,
-                          exposure=pd.Series(target, index=index, name="exposure"))
+                          exposure=pd.Series(target, index=index, name="exposure"),
+                          prices=pd.Series(close, index=index, name="close"),
+                          repaired_bars=repaired_bars, note=note)

@@ -1,15 +1,24 @@
-"""Cases: the review queue, bulk status changes, the audit trail and the compliance summary."""
+"""Cases: the review queue, bulk status changes, the audit trail and the compliance summary.
+
+Text that users or data sources wrote (names, event ids, notes, error messages quoting them) is
+shown with st.text or in tables, never as Markdown.
+"""
 import datetime as dt
 
 import streamlit as st
 
 from components import services
 from data.export import to_safe_csv
-from store.cases import STATUSES
+from store.cases import STATUSES, ConflictError
 
 st.title("Cases")
 log = services.case_log()
 who = services.analyst_name()
+check = log.verify_audit()  # the hash chain over every audit row: tampering shows here
+if check.ok:
+    st.success(f"Audit trail intact ({check.rows} rows)", icon=":material/verified:")
+else:
+    st.error(f"Audit trail broken at row {check.broken_id}: {check.problem}", icon=":material/gpp_bad:")
 
 with st.sidebar:
     st.subheader("Filter")
@@ -19,9 +28,15 @@ with st.sidebar:
     symbol = st.text_input("Symbol").strip().upper() or None
     since = st.date_input("Events since", value=None)
 
-cases = log.list_cases(status=statuses or None, min_severity=min_severity or None, kind=kind, symbol=symbol,
-                       start=dt.datetime.combine(since, dt.time(), dt.timezone.utc) if since else None)
-st.caption(f"{len(cases)} case(s). Acting as **{who}**: every change is recorded in the audit trail.")
+try:
+    since_utc = dt.datetime.combine(since, dt.time(), dt.timezone.utc) if since else None
+    cases = log.list_cases(status=statuses or None, min_severity=min_severity or None, kind=kind,
+                           symbol=symbol, start=since_utc)
+except ValueError as exc:
+    st.error("Check the filters:", icon=":material/filter_alt:")
+    st.text(str(exc))
+    st.stop()
+st.text(f"{len(cases)} case(s). Acting as {who}: every change is recorded in the audit trail.")
 if cases.empty:
     st.info("No cases match. Open a case from the Explorer: select an event and save it to the case log.")
 else:
@@ -43,7 +58,8 @@ else:
                 st.rerun()
     if len(chosen) == 1:
         case = chosen.iloc[0]
-        st.subheader(f"Case {case['event_id']}")
+        st.subheader("Selected case")
+        st.text(case["event_id"])
         with st.form("edit_case"):
             cols = st.columns(3)
             status = cols[0].selectbox("Status", STATUSES, index=STATUSES.index(case["status"]))
@@ -51,15 +67,16 @@ else:
             tags = cols[2].text_input("Tags (comma separated)", value=case["tags"] or "")
             note = st.text_area("Note", value=case["note"] or "")
             if st.form_submit_button("Save"):
-                from store.cases import ConflictError
                 try:
                     log.update(case["event_id"], who=who, expected_version=int(case["version"]), status=status,
                                assignee=assignee, tags=tags, note=note)
                     st.rerun()
-                except ConflictError as exc:
-                    st.error(str(exc))
-        st.caption("Audit trail (append-only)")
-        st.dataframe(log.audit_trail(case["event_id"]), hide_index=True, width="stretch")
+                except (ConflictError, ValueError) as exc:
+                    st.error("Not saved:", icon=":material/error:")
+                    st.text(str(exc))
+        st.caption("Audit trail (append-only, hash-chained)")
+        trail = log.audit_trail(case["event_id"])
+        st.dataframe(trail.drop(columns=["prev_hash", "hash"]), hide_index=True, width="stretch")
 
 st.subheader("Compliance summary")
 period = st.radio("Period", {"D": "Day", "W": "Week", "M": "Month"}, horizontal=True, index=1,

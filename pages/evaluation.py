@@ -107,9 +107,13 @@ slippage = cols[4].number_input("Slippage (%)", 0.0, 2.0, 0.05, 0.01) / 100
 events = detection.events
 result = backtest_avoid_anomalies(candles, events, mode=mode, reduced_exposure=reduced, position=position,
                                   cost=cost, slippage=slippage)
-st.dataframe(result.metrics, width="stretch",
+st.caption("Bad data is not a price: bars inside a data-error event (bad ticks, bad prints) take the last good "
+           "close before the event, and the strategy and buy-and-hold are both computed on these same repaired "
+           "prices, so a bad tick adds no return to either.")
+st.text(result.note)
+st.dataframe(result.metrics.rename(index={"strategy": "Strategy", "buy_and_hold": "Buy and hold"}), width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.3f") for c in result.metrics.columns})
-fig = go.Figure([go.Scatter(x=result.equity.index, y=result.equity[c], mode="lines", name=c.replace("_", " "))
-                 for c in result.equity.columns])
+fig = go.Figure([go.Scatter(x=result.equity.index, y=result.equity[c], mode="lines", name=name)
+                 for c, name in (("strategy", "Strategy"), ("buy_and_hold", "Buy and hold (repaired prices)"))])
 fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="Equity")
 st.plotly_chart(fig, key="equity_chart")

@@ -58,7 +58,8 @@ def analysis() -> dict:
                    "selection (double-click) to see all.")
     selected = tables.render_events_table(table_events)
     focus = None
-    focus_time = st.session_state.get(state.FOCUS_TIME)
+    request = st.session_state.get(state.FOCUS_TIME) or {}
+    focus_time = request.get("time") if request.get("key") == choice.key else None
     if focus_time is not None and selected is None:
         around = services.bar_length(candles) * 48
         focus = (focus_time - around, focus_time + around)

@@ -78,5 +78,6 @@ if rows:
     row = shown.iloc[rows[0]]
     st.text(row["headline"])
     if st.button(f"Open the Explorer at {row['timestamp']:%Y-%m-%d %H:%M} UTC", icon=":material/open_in_new:"):
-        st.session_state[state.FOCUS_TIME] = pd.Timestamp(row["timestamp"])
+        # Tied to this data: the Explorer zooms only while it shows the same symbol and range.
+        st.session_state[state.FOCUS_TIME] = {"key": choice.key, "time": pd.Timestamp(row["timestamp"])}
         st.switch_page("pages/explorer.py")

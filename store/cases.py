@@ -6,9 +6,13 @@ cases.sqlite`` in WAL mode, so readers never block the writer) or on PostgreSQL 
 
 Concurrency is optimistic: every case carries a ``version``; ``update`` changes a case only
 ``WHERE version = expected_version`` and bumps it, so two analysts editing the same case never
-overwrite each other silently - the second gets a ``ConflictError`` and reloads. Every change
-appends one audit row per field (old and new value). Nothing in this module updates or deletes
-audit rows, and database triggers refuse it for anyone else.
+overwrite each other silently - the second gets a ``ConflictError`` and reloads.
+
+The audit is written by database triggers (migration 0002), not by this module, so a change
+made with plain SQL is audited and versioned too: one row per changed field (old and new
+value), each hash-chained to the one before (``verify_audit``). Audit rows cannot be updated,
+deleted or replaced; on PostgreSQL the app connects as a role that cannot even try (see
+``store.db``). The schema itself is created and upgraded by ``store.db`` migrations.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import json
 import math
 import operator
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,10 +29,10 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from store import data_dir
+from store.db import audit_at_text, audit_digest, check_text, open_engine
 
-__all__ = ["CaseLog", "ConflictError", "STATUSES", "HIGH_RISK_SEVERITY", "CASE_COLUMNS",
-           "AUDIT_COLUMNS"]
+__all__ = ["CaseLog", "ConflictError", "AuditCheck", "STATUSES", "HIGH_RISK_SEVERITY",
+           "CASE_COLUMNS", "AUDIT_COLUMNS"]
 
 STATUSES = ("new", "reviewing", "escalated", "dismissed", "confirmed")
 #: Severity above which a case counts as high risk in the compliance summary (SEED_FACTS D).
@@ -40,7 +45,7 @@ _NOT_EVIDENCE = ("status", "assignee", "tags", "note", "version", "explanation",
                  "explanation_source", "created_at", "updated_at")
 _REQUIRED = ("event_id", "symbol", "start", "end", "kind", "severity")
 _EDITABLE = ("status", "assignee", "tags", "note")
-_PG_LOCK_ID = 7_341_905_112  # advisory lock held while creating the schema on PostgreSQL
+NOTE_LIMIT = 10_000  # characters; a note is free text, but not a document store
 
 
 class ConflictError(RuntimeError):
@@ -96,8 +101,7 @@ cases_table = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("created_at", _UtcDateTime, nullable=False),
     sa.Column("updated_at", _UtcDateTime, nullable=False),
-    sa.Index("ix_cases_status", "status"),
-    sa.Index("ix_cases_start", "start"),
+    sa.Column("updated_by", sa.String(128), nullable=False, default=""),
 )
 
 audit_table = sa.Table(
@@ -109,27 +113,39 @@ audit_table = sa.Table(
     sa.Column("field", sa.String(32), nullable=False),
     sa.Column("old_value", sa.Text, nullable=True),
     sa.Column("new_value", sa.Text, nullable=True),
-    sa.Index("ix_audit_event_id", "event_id"),
+    sa.Column("prev_hash", sa.String(64), nullable=True),
+    sa.Column("hash", sa.String(64), nullable=True),
 )
 
 CASE_COLUMNS = [c.name for c in cases_table.columns]
 AUDIT_COLUMNS = [c.name for c in audit_table.columns]
+#: Characters each text column holds (PostgreSQL enforces them; checked here for every backend).
+_LIMITS = {c.name: c.type.length for c in cases_table.columns if isinstance(c.type, sa.String)}
+_LIMITS["note"] = NOTE_LIMIT
 
-_SQLITE_AUDIT_TRIGGERS = [
-    "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit "
-    "BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END",
-    "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit "
-    "BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END",
-]
-_PG_AUDIT_FUNCTION = (
-    "CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-    "$$ BEGIN RAISE EXCEPTION 'audit rows are append-only'; END $$")
-_PG_AUDIT_TRIGGERS = {
-    "audit_no_change": "CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit "
-                       "FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
-    "audit_no_truncate": "CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit "
-                         "FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()",
-}
+
+@dataclass(frozen=True)
+class AuditCheck:
+    """What ``CaseLog.verify_audit`` found: OK, or the first row whose link is broken.
+
+    ``head`` is the newest row's hash: kept somewhere else (a report, a ticket), it also
+    shows later whether rows were cut off the end, which no chain can show by itself.
+    """
+
+    ok: bool
+    rows: int
+    broken_id: int | None = None
+    problem: str = ""
+    head: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    @property
+    def message(self) -> str:
+        if self.ok:
+            return f"audit trail intact ({self.rows} rows)"
+        return f"audit trail broken at row {self.broken_id}: {self.problem}"
 
 
 def _now() -> pd.Timestamp:
@@ -139,7 +155,12 @@ def _now() -> pd.Timestamp:
 def _check_who(who: Any) -> str:
     if not isinstance(who, str) or not who.strip():
         raise ValueError("Say who makes the change: pass who= with the analyst's name.")
-    return who.strip()
+    return check_text(who.strip(), "who (the analyst's name)", _LIMITS["updated_by"])
+
+
+def _check_id(event_id: Any) -> str:
+    """A lookup key: any length (a longer one just matches nothing), but no NUL."""
+    return check_text(event_id, "event_id", None)
 
 
 def _check_status(status: Any) -> str:
@@ -188,43 +209,19 @@ class CaseLog:
     ----------
     url : str, optional
         SQLAlchemy URL. None means the local SQLite file ``store.data_dir()/cases.sqlite``;
-        ``"postgresql+psycopg://user@host/db"`` shares one log in a team.
+        ``"postgresql+psycopg://app_role@host/db"`` shares one log in a team.
+    admin_url : str, optional
+        PostgreSQL: the schema owner's URL, used only to migrate a schema that is behind
+        (and to grant the app role in ``url`` its privileges). See ``store.db``.
     """
 
-    def __init__(self, url: str | None = None):
-        if url is None:
-            url = f"sqlite:///{data_dir() / 'cases.sqlite'}"
-        self.engine = sa.create_engine(url)
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        elif self.engine.dialect.name != "postgresql":
-            raise ValueError(f"The case log runs on SQLite or PostgreSQL, not "
-                             f"{self.engine.dialect.name}; use a postgresql+psycopg:// URL.")
-        self._create_schema()
+    def __init__(self, url: str | None = None, *, admin_url: str | None = None):
+        # Start-up only reads the schema version; migrations run (once, locked) when behind.
+        self.engine = open_engine(url, admin_url=admin_url)
 
     def close(self) -> None:
         """Release the database connections."""
         self.engine.dispose()
-
-    def _create_schema(self) -> None:
-        with self.engine.begin() as conn:
-            if self.engine.dialect.name == "postgresql":
-                # Two processes opening a fresh database at once would race on CREATE TABLE.
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
-            for table in _metadata.sorted_tables:
-                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
-                for index in table.indexes:
-                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
-            if self.engine.dialect.name == "sqlite":
-                for ddl in _SQLITE_AUDIT_TRIGGERS:
-                    conn.exec_driver_sql(ddl)
-            else:
-                conn.exec_driver_sql(_PG_AUDIT_FUNCTION)
-                existing = set(conn.execute(sa.text(
-                    "SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit'::regclass")).scalars())
-                for name, ddl in _PG_AUDIT_TRIGGERS.items():
-                    if name not in existing:
-                        conn.exec_driver_sql(ddl)
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -257,25 +254,24 @@ class CaseLog:
         rows = []
         for event, start, end, severity in zip(events.to_dict("records"), starts, ends, severities):
             interval = event.get("interval", default_interval)
-            rows.append({
+            row = {
                 "event_id": str(event["event_id"]), "symbol": str(event["symbol"]),
                 "interval": "" if pd.isna(interval) else str(interval),
-                "kind": str(event["kind"]), "severity": severity, "start": start, "end": end,
-                "detectors": _detectors_text(event.get("detectors")),
+                "kind": str(event["kind"]), "detectors": _detectors_text(event.get("detectors")),
+            }
+            for field, value in row.items():
+                check_text(value, field, _LIMITS[field])
+            rows.append(row | {
+                "severity": severity, "start": start, "end": end,
                 "evidence_json": json.dumps({c: _plain(event[c]) for c in evidence_cols}),
                 "status": "new", "assignee": "", "tags": "", "note": "", "version": 1,
-                "created_at": now, "updated_at": now,
+                "created_at": now, "updated_at": now, "updated_by": who,
             })
         insert = (sqlite.insert if self.engine.dialect.name == "sqlite" else postgresql.insert)
         stmt = (insert(cases_table).on_conflict_do_nothing(index_elements=["event_id"])
                 .returning(cases_table.c.event_id))
-        with self.engine.begin() as conn:
-            created = list(conn.execute(stmt, rows).scalars())
-            if created:
-                conn.execute(audit_table.insert(), [
-                    {"event_id": e, "at": now, "who": who, "field": "status",
-                     "old_value": None, "new_value": "new"} for e in created])
-        return len(created)
+        with self.engine.begin() as conn:  # the insert trigger audits each new case
+            return len(list(conn.execute(stmt, rows).scalars()))
 
     def update(self, event_id: str, *, who: str, expected_version: int, status: str | None = None,
                assignee: str | None = None, tags: str | Iterable[str] | None = None,
@@ -289,6 +285,7 @@ class CaseLog:
         no longer ``expected_version``, ValueError for an unknown case, status or empty who.
         """
         who = _check_who(who)
+        event_id = _check_id(event_id)
         try:
             expected_version = operator.index(expected_version)
         except TypeError:
@@ -298,6 +295,9 @@ class CaseLog:
                   "assignee": None if assignee is None else str(assignee).strip(),
                   "tags": None if tags is None else _tags_text(tags),
                   "note": None if note is None else str(note)}
+        for field, value in wanted.items():
+            if value is not None:
+                check_text(value, field, _LIMITS[field])
         with self.engine.begin() as conn:
             current = self._fetch(conn, event_id)
             if current is None:
@@ -308,18 +308,16 @@ class CaseLog:
             changes = {f: v for f, v in wanted.items() if v is not None and v != current[f]}
             if not changes:
                 return current
-            now = _now()
+            # version + 1 and updated_by tell the audit trigger who changed it (migration 0002).
             result = conn.execute(
                 cases_table.update()
                 .where(cases_table.c.event_id == event_id,
                        cases_table.c.version == expected_version)
-                .values(**changes, version=expected_version + 1, updated_at=now))
+                .values(**changes, version=expected_version + 1, updated_at=_now(),
+                        updated_by=who))
             if result.rowcount != 1:
                 # Someone committed between our read and our write: the version check caught it.
                 raise self._conflict(conn, event_id, expected_version, None)
-            conn.execute(audit_table.insert(), [
-                {"event_id": event_id, "at": now, "who": who, "field": f,
-                 "old_value": current[f], "new_value": v} for f, v in changes.items()])
             return self._fetch(conn, event_id)
 
     def bulk_update(self, event_ids: Iterable[str], *, who: str, status: str) -> dict[str, int]:
@@ -350,6 +348,7 @@ class CaseLog:
 
     def get(self, event_id: str) -> dict | None:
         """The case as a dict of its columns (``start``/``end`` tz-aware UTC), or None."""
+        event_id = _check_id(event_id)
         with self.engine.connect() as conn:
             return self._fetch(conn, event_id)
 
@@ -359,7 +358,7 @@ class CaseLog:
         Meant to be merged (left join on ``event_id``) into an events table; events not in
         the log are simply absent.
         """
-        ids = list(dict.fromkeys(str(e) for e in event_ids))
+        ids = list(dict.fromkeys(_check_id(str(e)) for e in event_ids))
         cols = ["event_id", "status", "assignee", "note", "version"]
         rows: list = []
         with self.engine.connect() as conn:
@@ -384,9 +383,9 @@ class CaseLog:
         if min_severity is not None:
             query = query.where(cases_table.c.severity >= float(min_severity))
         if kind is not None:
-            query = query.where(cases_table.c.kind == kind)
+            query = query.where(cases_table.c.kind == check_text(kind, "kind", None))
         if symbol is not None:
-            query = query.where(cases_table.c.symbol == symbol)
+            query = query.where(cases_table.c.symbol == check_text(symbol, "symbol", None))
         if start is not None:
             query = query.where(cases_table.c.end >= start)
         if end is not None:
@@ -398,11 +397,40 @@ class CaseLog:
 
     def audit_trail(self, event_id: str) -> pd.DataFrame:
         """Every recorded change of one case, oldest first (columns ``AUDIT_COLUMNS``)."""
+        event_id = _check_id(event_id)
         query = (sa.select(audit_table).where(audit_table.c.event_id == event_id)
                  .order_by(audit_table.c.id))
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return _frame(rows, AUDIT_COLUMNS, ("at",))
+
+    def verify_audit(self) -> AuditCheck:
+        """Recompute the audit's hash chain, oldest row first; report the first broken link.
+
+        A row whose content was edited no longer matches its hash; a row deleted, inserted
+        or rewritten with a fresh hash breaks the next row's ``prev_hash``.
+        """
+        at = audit_at_text(self.engine.dialect.name)
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                f"SELECT id, event_id, {at}, who, field, old_value, new_value, prev_hash, hash "
+                "FROM audit ORDER BY id").all()
+        prev, prev_id = "", None
+        for row in rows:
+            row_id, content, (prev_hash, digest) = row[0], row[:7], row[7:]
+            if digest is None:
+                return AuditCheck(False, len(rows), row_id, "it has no hash (it was written "
+                                  "around the audit triggers)", prev)
+            if prev_hash != prev:
+                before = f"row {prev_id}" if prev_id is not None else "the start of the trail"
+                return AuditCheck(False, len(rows), row_id, f"it does not link to {before}: "
+                                  "that row was rewritten, or rows between were removed or "
+                                  "inserted", prev)
+            if audit_digest(prev, *content) != digest:
+                return AuditCheck(False, len(rows), row_id, "its content no longer matches its "
+                                  "hash: the row was changed", prev)
+            prev, prev_id = digest, row_id
+        return AuditCheck(True, len(rows), head=prev)
 
     def compliance_summary(self, period: str = "W") -> pd.DataFrame:
         """Counts per period and event kind, for a compliance report.
@@ -455,15 +483,6 @@ class CaseLog:
             f"Case {event_id} was changed by {who}{when} after you loaded it (you had version "
             f"{expected}; {now}). Reload the case, check their change, and apply yours again.",
             event_id=event_id, expected_version=expected, current_version=current, changed_by=who)
-
-
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    # WAL lets the dashboard read while another process writes; busy_timeout makes a writer
-    # wait for the lock instead of failing at once.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
 
 
 def _frame(rows, columns: list[str], time_columns: tuple[str, ...]) -> pd.DataFrame:

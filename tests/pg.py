@@ -4,19 +4,34 @@ The server listens on a free port on 127.0.0.1 only, trusts local connections, r
 fsync off (test data need no durability) and is removed, folder and all, when the context
 ends. initdb refuses to run as root, so under root (as in CI containers) the server runs as
 the ``postgres`` account (or ``nobody``) through ``subprocess``'s ``user=``/``group=``.
+
+``pg_server`` is a pytest fixture (import it into a test module) that shares one server per
+test process; ``PostgresServer.team_database()`` gives a fresh database owned by a migration
+role, with a separate unprivileged app role, as a team deployment has them. ``database``
+(import it too, with ``pg_server``) runs a test on a fresh SQLite file and on PostgreSQL;
+``process_context()`` and ``start_processes()`` start the concurrent writers those tests need.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import multiprocessing
 import glob
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import types
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+
+OWNER_ROLE, APP_ROLE = "surveillance_owner", "surveillance_app"
 
 
 def find_pg_bin() -> Path | None:
@@ -63,19 +78,37 @@ class PostgresServer:
         self.port = port
         self.root = root
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "postgres", user: str = "postgres") -> str:
+        return f"postgresql+psycopg://{user}@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, name: str) -> str:
-        """Create database ``name`` (letters, digits, underscores) and return its URL."""
+    def _admin(self, sql: str) -> None:
         import psycopg
-
-        if not name.replace("_", "").isalnum():
-            raise ValueError(f"Database names here are plain words, got {name!r}.")
         with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres",
                              dbname="postgres", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(sql)
+
+    def create_database(self, name: str, owner: str = "postgres") -> str:
+        """Create database ``name`` (letters, digits, underscores) and return its URL."""
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"Database names here are plain words, got {name!r}.")
+        self._admin(f'CREATE DATABASE "{name}" OWNER "{owner}"')
         return self.url(name)
+
+    def create_role(self, name: str) -> None:
+        """A login role without superuser, CREATEDB or CREATEROLE (kept if it exists)."""
+        self._admin(f"DO $$ BEGIN CREATE ROLE \"{name}\" LOGIN; "
+                    "EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+
+    def team_database(self) -> tuple[str, str]:
+        """A fresh database owned by the migration role: ``(app_url, admin_url)``.
+
+        The app role owns nothing and gets its privileges from the migration's grants.
+        """
+        self.create_role(OWNER_ROLE)
+        self.create_role(APP_ROLE)
+        name = f"cases_{uuid.uuid4().hex[:12]}"
+        self.create_database(name, owner=OWNER_ROLE)
+        return self.url(name, APP_ROLE), self.url(name, OWNER_ROLE)
 
 
 @contextlib.contextmanager
@@ -121,3 +154,62 @@ def running_postgres(bin_dir: Path | None = None) -> Iterator[PostgresServer]:
             subprocess.run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
                             "stop"], capture_output=True, timeout=60, cwd=root, **as_user)
         shutil.rmtree(root, ignore_errors=True)
+
+
+_shared: list[PostgresServer] = []
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> PostgresServer:
+    """One server per test process (skipped locally, failed in CI, without PostgreSQL)."""
+    if not _shared:
+        bin_dir = find_pg_bin()
+        if bin_dir is None:
+            message = "PostgreSQL (initdb/pg_ctl) is not installed: apt-get install postgresql"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        stack = contextlib.ExitStack()
+        _shared.append(stack.enter_context(running_postgres(bin_dir)))
+        atexit.register(stack.close)
+    return _shared[0]
+
+
+PG = pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.xdist_group("postgres")])
+
+
+@pytest.fixture(params=["sqlite", PG])
+def database(request, tmp_path) -> tuple[str, str | None]:
+    """``(app_url, admin_url)``: SQLite migrates itself; PostgreSQL has an owner and an app role."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cases.sqlite'}", None
+    return request.getfixturevalue("pg_server").team_database()
+
+
+def process_context():
+    """Processes for concurrency tests: forked from a clean server that imported the store once.
+
+    Not plain fork (the test process has threads), not spawn (each child would import pandas
+    and SQLAlchemy again: seconds per test on two cores). The children inherit the server's
+    environment, not the current test's: pass them database URLs, not a data folder.
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["store.cases", "store.watchlists", "store.views", "pytest",
+                                "hypothesis", "tests.pg"])
+    return ctx
+
+
+def start_processes(processes) -> None:
+    """Start ``processes`` with a bare ``__main__``.
+
+    An AppTest earlier in the same test process leaves a page script as ``__main__``, and
+    every new process would run that page before its target (seconds each, and a page's
+    side effects): multiprocessing re-imports the parent's main module in its children.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        sys.modules["__main__"] = main

@@ -19,10 +19,10 @@ PAGES = ["pages/explorer.py", "pages/news.py", "pages/options_flow.py", "pages/c
 def new_app(**kept) -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
     at.secrets["test"] = "1"   # set before the first run so a real secrets.toml never leaks in
-    at.session_state["_kept_start_date"] = dt.date(2024, 1, 1)
-    at.session_state["_kept_end_date"] = dt.date(2024, 2, 20)
+    at.session_state["start_date"] = dt.date(2024, 1, 1)
+    at.session_state["end_date"] = dt.date(2024, 2, 20)
     for key, value in kept.items():
-        at.session_state[f"_kept_{key}"] = value
+        at.session_state[f"{key}"] = value
     return at
 
 
@@ -106,8 +106,8 @@ def test_selecting_a_row_opens_the_evidence_panel():
 
 def test_empty_range_is_a_clear_error():
     at = new_app()
-    at.session_state["_kept_start_date"] = dt.date(2024, 3, 1)
-    at.session_state["_kept_end_date"] = dt.date(2024, 2, 1)
+    at.session_state["start_date"] = dt.date(2024, 3, 1)
+    at.session_state["end_date"] = dt.date(2024, 2, 1)
     at.run()
     assert not at.exception
     assert at.error and any("range is empty" in t.value for t in at.text)
@@ -139,8 +139,8 @@ def test_signed_in_user_sees_the_app_and_is_the_analyst():
                           "server_metadata_url": "https://example.invalid/.well-known/openid-configuration"}
     at.user["is_logged_in"] = True
     at.user["email"] = "ana@example.com"
-    at.session_state["_kept_start_date"] = dt.date(2024, 1, 1)
-    at.session_state["_kept_end_date"] = dt.date(2024, 2, 20)
+    at.session_state["start_date"] = dt.date(2024, 1, 1)
+    at.session_state["end_date"] = dt.date(2024, 2, 20)
     at.run()
     assert not at.exception
     assert at.get("plotly_chart")
@@ -217,7 +217,7 @@ def _first_marker_event_id(at: AppTest) -> str:
 
 def test_news_page_flags_promotional_headlines_and_threshold_filters():
     at = new_app()
-    at.session_state["_kept_symbol"] = "PUMPCOIN"
+    at.session_state["symbol"] = "PUMPCOIN"
     at.run()
     at.switch_page("pages/news.py").run()
     assert not at.exception
@@ -242,7 +242,7 @@ def test_network_failure_is_a_message_in_the_page(monkeypatch, source, symbol):
     at = new_app(source=source, symbol=symbol)
     at.run()
     assert not at.exception
-    assert any("Cannot load data" in e.value for e in at.error)
+    assert any("Cannot load" in e.value for e in at.error)
     assert any("no network" in t.value for t in at.text)      # the detail is plain text
     at.switch_page("pages/settings.py").run()      # the rest of the app keeps working
     assert not at.exception
@@ -294,8 +294,8 @@ def test_a_control_drawn_on_two_pages_keeps_its_value():
 @pytest.mark.slow
 def test_lstm_detector_trains_with_progress_and_adds_its_panel():
     at = new_app(detectors=["zscore", "lstm_autoencoder"])
-    at.session_state["_kept_param::lstm_autoencoder::epochs"] = 2
-    at.session_state["_kept_param::lstm_autoencoder::units"] = 8
+    at.session_state["param::lstm_autoencoder::epochs"] = 2
+    at.session_state["param::lstm_autoencoder::units"] = 8
     at.run()
     assert not at.exception, at.exception
     assert any("LSTM autoencoder threshold" in s.label for s in at.slider)

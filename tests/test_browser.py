@@ -124,5 +124,7 @@ def test_bad_csv_shows_error_not_traceback(page, app_url, tmp_path):
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bad))
     page.wait_for_selector('[data-testid="stAlertContentError"]', timeout=60_000)
     text = page.locator('[data-testid="stAlertContentError"]').first.inner_text()
-    assert "Cannot load data" in text
+    assert "Cannot load" in text
+    detail = page.locator('[data-testid="stText"]').filter(has_text="Open").first.inner_text()
+    assert "column" in detail.lower()        # what to fix, as plain text under the heading
     assert page.locator('[data-testid="stException"]').count() == 0

@@ -4,6 +4,7 @@ transport adapter that replays recorded v5 bodies (or plays a small kline server
 from __future__ import annotations
 
 import json
+import time
 import types
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -13,9 +14,9 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
-from data import CandleQuery, DataError, load_candles
-from data import bybit
+from data import CandleQuery, DataError, bybit, load_candles, network
 from data.cached import NoDataError, SourceUnavailableError
+from tests.chaos_server import HOLD, ChaosServer, Reply, garbage
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bybit"
 KLINE = "/v5/market/kline"
@@ -124,9 +125,11 @@ def test_rate_limiter_waits_when_the_window_is_full():
     assert waits == [pytest.approx(5.0)]
 
 
-def test_client_has_a_timeout_and_bounded_retries():
+def test_client_has_a_timeout_and_leaves_retries_to_us():
     client = bybit._client()
-    assert client.timeout == 10 and client.testnet is False and 1 <= client.max_retries <= 3
+    assert client.timeout == 10 and client.testnet is False and client.max_retries == 1
+    assert client.retry_codes == {-1}   # pybit sleeps on no code (an empty set means its defaults)
+    assert isinstance(client.client.get_adapter("https://api.bybit.com"), network.DeadlineAdapter)
 
 
 # --- answers -----------------------------------------------------------------------------
@@ -222,22 +225,32 @@ def test_403_ban_or_region_is_not_retried(server, sleeps):
     assert len(server.kline_calls()) == 1 and sleeps == []
 
 
-def test_10006_retried_by_pybit_then_reported_as_rate_limit(server, monkeypatch):
+def test_10006_is_retried_here_until_the_reset_then_reported_as_rate_limit(server, sleeps, monkeypatch):
     pybit_sleeps = []
     monkeypatch.setattr("pybit._http_manager.time", types.SimpleNamespace(sleep=pybit_sleeps.append))
     reset = str(int(pd.Timestamp.now(tz="UTC").timestamp() * 1000) + 2000)
     server.routes[KLINE] = lambda p: (200, body("error_10006.json"), {"X-Bapi-Limit-Reset-Timestamp": reset})
     with pytest.raises(SourceUnavailableError) as info:
-        fetch(query())
+        fetch(query(), sleeps)
     assert str(info.value) == bybit.RATE_LIMITED
-    assert len(server.kline_calls()) == bybit._client().max_retries and len(pybit_sleeps) >= 1
+    assert len(server.kline_calls()) == bybit.MAX_ATTEMPTS and pybit_sleeps == []
+    assert len(sleeps) == 2 and all(0 < s <= 2.0 for s in sleeps)   # until the reset, through our sleep
 
 
-def test_pybit_negative_sleep_bug_is_a_rate_limit(server):
-    # A reset time already past makes pybit call time.sleep(negative): ValueError.
+def test_10006_reset_an_hour_ahead_is_reported_at_once(server, sleeps):
+    reset = str(int(pd.Timestamp.now(tz="UTC").timestamp() * 1000) + 3_600_000)
+    server.routes[KLINE] = lambda p: (200, body("error_10006.json"), {"X-Bapi-Limit-Reset-Timestamp": reset})
+    with pytest.raises(SourceUnavailableError, match=r"rate-limiting requests .* until \d\d:\d\d:\d\d UTC"):
+        fetch(query(), sleeps)
+    assert len(server.kline_calls()) == 1 and sleeps == []
+
+
+def test_reset_time_already_past_is_retried_at_once(server, sleeps):
+    # pybit itself would call time.sleep(negative) here: "ValueError: sleep length must be non-negative"
     server.routes[KLINE] = lambda p: (200, body("error_10006.json"), {"X-Bapi-Limit-Reset-Timestamp": "1000"})
     with pytest.raises(SourceUnavailableError, match="rate-limiting"):
-        fetch(query())
+        fetch(query(), sleeps)
+    assert len(server.kline_calls()) == bybit.MAX_ATTEMPTS and sleeps == []
 
 
 def test_non_json_answer_is_reported(server):
@@ -278,3 +291,100 @@ def test_429_is_retried_then_reported(server, sleeps):
     with pytest.raises(SourceUnavailableError, match="HTTP 429"):
         fetch(query(), sleeps)
     assert len(server.kline_calls()) == 3
+
+
+# --- a misbehaving server on loopback: real sockets, real pybit, a total deadline ----------
+
+@pytest.fixture
+def chaos(monkeypatch):
+    """pybit's shared client pointed at a ChaosServer that answers instruments and klines."""
+    with ChaosServer() as chaos_server:
+        chaos_server.route(INSTRUMENTS, Reply(body=body("instruments_spot_BTCUSDT.json")))
+        chaos_server.route(KLINE, Reply(body=body("kline_spot_BTCUSDT_60.json")))
+        client = bybit._client()
+        monkeypatch.setattr(client, "endpoint", chaos_server.url)
+        monkeypatch.setattr(client.client, "trust_env", False)
+        monkeypatch.setattr(bybit, "_RATE_LIMITER", bybit.RequestRateLimiter())
+        yield chaos_server
+
+
+def timed(call):
+    started = time.monotonic()
+    try:
+        call()
+    except DataError as exc:
+        return exc, time.monotonic() - started
+    raise AssertionError("no DataError")
+
+
+def test_chaos_slow_answer_within_the_deadline_is_served(chaos):
+    chaos.route(KLINE, Reply(body=body("kline_spot_BTCUSDT_60.json"), delay=0.2))
+    frame = load_candles("bybit", "BTCUSDT", "2024-03-01", "2024-03-02", "1h", use_cache=False, deadline=2)
+    assert len(frame) == 24
+
+
+@pytest.mark.parametrize("reply", [HOLD, Reply(body=body("kline_spot_BTCUSDT_60.json"), trickle=0.2)],
+                         ids=["never-answers", "trickles-a-byte-at-a-time"])
+def test_chaos_stalled_server_ends_at_the_deadline(chaos, reply):
+    chaos.route(KLINE, reply)
+    error, took = timed(lambda: load_candles("bybit", "BTCUSDT", "2024-03-01", "2024-03-02", "1h",
+                                             use_cache=False, deadline=0.5))
+    assert isinstance(error, SourceUnavailableError) and took < 3
+    assert str(error).startswith("Cannot reach Bybit for BTCUSDT: no answer within 0.5 s")
+
+
+def test_chaos_deadline_comes_from_the_environment(chaos, monkeypatch):
+    monkeypatch.setenv(network.DEADLINE_ENV, "0.5")
+    chaos.route(INSTRUMENTS, HOLD)
+    error, took = timed(lambda: load_candles("bybit", "BTCUSDT", "2024-03-01", "2024-03-02", "1h"))
+    assert "no answer within 0.5 s" in str(error) and took < 3
+
+
+def test_chaos_rate_limit_reset_an_hour_ahead_does_not_sleep(chaos):
+    reset = str(int(time.time() * 1000) + 3_600_000)
+    chaos.route(KLINE, Reply(body=body("error_10006.json"), headers={"X-Bapi-Limit-Reset-Timestamp": reset}))
+    error, took = timed(lambda: load_candles("bybit", "BTCUSDT", "2024-03-01", "2024-03-02", "1h",
+                                             use_cache=False, deadline=5))
+    assert isinstance(error, SourceUnavailableError) and "until" in str(error) and took < 2.5
+    assert len(chaos.calls(KLINE)) == 1
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_chaos_server_errors_are_retried_then_unavailable(chaos, status, sleeps):
+    chaos.route(KLINE, Reply(status, "<html>busy</html>", {"Content-Type": "text/html"}))
+    with pytest.raises(SourceUnavailableError, match=f"HTTP {status}"):
+        fetch(query(), sleeps)
+    assert len(chaos.calls(KLINE)) == bybit.MAX_ATTEMPTS and sleeps == list(bybit.BACKOFF_SECONDS)
+
+
+@pytest.mark.parametrize("reply, expected", [
+    (Reply(403, body("forbidden_403.html"), {"Content-Type": "text/html"}), "HTTP 403"),
+    (garbage(), "not JSON"),
+    (Reply(raw=b"SSH-2.0-OpenSSH_9.6\r\n"), "Cannot reach Bybit for BTCUSDT"),
+])
+def test_chaos_refusals_and_garbage_are_reported_without_retrying(chaos, reply, expected, sleeps):
+    chaos.route(KLINE, reply)
+    with pytest.raises(SourceUnavailableError, match=expected):
+        fetch(query(), sleeps)
+    assert len(chaos.calls(KLINE)) == (bybit.MAX_ATTEMPTS if "reach" in expected else 1)
+
+
+def test_chaos_connection_refused_is_no_network(chaos, sleeps, monkeypatch):
+    closed = ChaosServer()          # bound, never started, then closed: the port refuses
+    closed._server.server_close()
+    monkeypatch.setattr(bybit._client(), "endpoint", closed.url)
+    with pytest.raises(SourceUnavailableError, match="Cannot reach Bybit for BTCUSDT: no network"):
+        fetch(query(), sleeps)
+
+
+def test_chaos_cached_bars_are_served_with_a_notice_when_the_server_stalls(chaos):
+    first = load_candles("bybit", "BTCUSDT", "2024-03-01", "2024-03-02", "1h")
+    chaos.route(INSTRUMENTS, HOLD)
+    took = time.monotonic()
+    frame = load_candles("bybit", "BTCUSDT", "2024-03-01", "2024-03-03", "1h", deadline=0.5)
+    took = time.monotonic() - took
+    pd.testing.assert_frame_equal(frame, first, check_like=True, check_flags=False)
+    notice = frame.attrs["notice"]
+    assert notice.startswith("Offline: showing cached data fetched moments ago; could not fetch "
+                             "2024-03-02 00:00 to 2024-03-03 00:00 UTC")
+    assert "Cannot reach Bybit for BTCUSDT: no answer within 0.5 s" in notice and took < 3

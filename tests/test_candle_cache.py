@@ -6,11 +6,19 @@ import json
 import pandas as pd
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from data import COLUMNS, CandleQuery, DataError, load_candles
-from data import bybit
-from data.cached import (NoDataError, SourceUnavailableError, cache_paths, describe_age,
-                         load_through_cache, missing_ranges)
+from data import COLUMNS, CandleQuery, DataError, bybit, load_candles
+from data.cached import (
+    NoDataError,
+    SourceUnavailableError,
+    SymbolNotFoundError,
+    cache_paths,
+    describe_age,
+    load_through_cache,
+    missing_ranges,
+)
 from store import data_dir
 from tests.test_bybit import FakeBybit
 
@@ -92,12 +100,43 @@ def test_recent_bars_are_always_fetched_again_and_replace_the_cached_ones(source
     assert frame.loc[ts("2024-03-09 00:00"), "close"] == 100.0
 
 
-def test_offline_serves_cached_data_with_a_notice(source):
+def test_offline_serves_cached_data_with_a_notice_of_what_is_missing(source):
     load_through_cache(source, query("2024-03-01", "2024-03-03"), now=NOW)
     source.error = SourceUnavailableError("Cannot reach Bybit")
     frame = load_through_cache(source, query("2024-03-01", "2024-03-04"), now=NOW + pd.Timedelta(hours=3))
     assert len(frame) == 48
-    assert frame.attrs["notice"] == "Offline: showing cached data fetched 3 hours ago (Cannot reach Bybit)"
+    assert frame.attrs["notice"] == ("Offline: showing cached data fetched 3 hours ago; could not fetch "
+                                     "2024-03-03 00:00 to 2024-03-04 00:00 UTC (Cannot reach Bybit)")
+
+
+def test_offline_names_every_gap_not_fetched_and_stops_asking(source):
+    load_through_cache(source, query("2024-03-02", "2024-03-03"), now=NOW)
+    load_through_cache(source, query("2024-03-04", "2024-03-05"), now=NOW)
+    source.error = SourceUnavailableError("Cannot reach Bybit")
+    frame = load_through_cache(source, query("2024-03-01", "2024-03-06"), now=NOW)
+    assert len(frame) == 48 and len(source.fetched) == 3   # the first gap failed: no more tries
+    assert "could not fetch 2024-03-01 00:00 to 2024-03-02 00:00, 2024-03-03 00:00 to 2024-03-04 00:00, "\
+           "2024-03-05 00:00 to 2024-03-06 00:00 UTC (Cannot reach Bybit)" in frame.attrs["notice"]
+
+
+def test_a_symbol_the_source_no_longer_knows_is_noted_and_not_remembered(source):
+    load_through_cache(source, query("2024-03-01", "2024-03-02"), now=NOW)
+    source.error = SymbolNotFoundError("Bybit does not know BTCUSDT")
+    frame = load_through_cache(source, query("2024-03-01", "2024-03-03"), now=NOW)
+    assert len(frame) == 24 and frame.attrs["notice"].startswith("Not refreshed: showing cached data")
+    assert "(Bybit does not know BTCUSDT)" in frame.attrs["notice"]
+    source.error = None
+    load_through_cache(source, query("2024-03-01", "2024-03-03"), now=NOW)
+    assert source.fetched[-1] == (ts("2024-03-02"), ts("2024-03-03"))   # asked again
+
+
+def test_an_unknown_symbol_is_never_cached(source):
+    source.error = SymbolNotFoundError("Bybit does not know NOPE")
+    for _ in range(2):
+        with pytest.raises(SymbolNotFoundError):
+            load_through_cache(source, query("2024-03-01", "2024-03-02", symbol="NOPE"), now=NOW)
+    assert len(source.fetched) == 2
+    assert not cache_paths(source, query("2024-03-01", "2024-03-02", symbol="NOPE"))[0].parent.exists()
 
 
 def test_offline_without_cache_raises(source):
@@ -151,6 +190,23 @@ def test_non_default_options_get_their_own_file_and_symbols_stay_inside(source):
     odd, _ = cache_paths(source, query("2024-03-01", "2024-03-02", symbol="../../etc"))
     assert spot != linear and "category-linear" in linear.name
     assert odd.resolve().is_relative_to(data_dir().resolve() / "candles")
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.text(min_size=1, max_size=400))
+def test_cache_paths_are_safe_for_any_symbol(symbol):
+    parquet, sidecar = cache_paths(FakeSource(), query("2024-03-01", "2024-03-02", symbol=symbol))
+    root = (data_dir() / "candles").resolve()
+    for path in (parquet, sidecar):
+        assert path.resolve().is_relative_to(root) and path.parent.parent.name == "bybit"
+        assert all(0 < len(part.encode()) <= 80 and not part.startswith(".")
+                   for part in path.relative_to(data_dir()).parts)
+
+
+def test_long_and_odd_symbols_get_distinct_short_names():
+    names = {cache_paths(FakeSource(), query("2024-03-01", "2024-03-02", symbol=s))[0].parent.name
+             for s in ("A" * 300, "A" * 301, "BTC/USDT", "BTC_USDT", "^VIX", "EURUSD=X")}
+    assert len(names) == 6 and "^VIX" in names and "EURUSD=X" in names
 
 
 def test_missing_ranges_and_age_text():

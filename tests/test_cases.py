@@ -2,42 +2,28 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
-import uuid
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from store.cases import STATUSES, CaseLog, ConflictError
-from tests.pg import find_pg_bin, running_postgres
-
-
-@pytest.fixture(scope="session")
-def pg_server():
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        message = "PostgreSQL (initdb/pg_ctl) is not installed: apt-get install postgresql"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with running_postgres(bin_dir) as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[
-    pytest.mark.postgres, pytest.mark.xdist_group("postgres")])])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'cases.sqlite'}"
-    server = request.getfixturevalue("pg_server")
-    return server.create_database(f"cases_{uuid.uuid4().hex[:12]}")
+from tests.pg import database, pg_server, process_context, start_processes  # noqa: F401
 
 
 @pytest.fixture
-def log(db_url):
-    case_log = CaseLog(db_url)
+def db_url(database):
+    return database[0]
+
+
+@pytest.fixture
+def admin_url(database):
+    return database[1]
+
+
+@pytest.fixture
+def log(db_url, admin_url):
+    case_log = CaseLog(db_url, admin_url=admin_url)
     yield case_log
     case_log.close()
 
@@ -106,7 +92,8 @@ def test_lifecycle_and_audit_record_every_change(log):
 def test_audit_rows_cannot_be_changed(log):
     log.upsert_events(EVENTS, "alice")
     for sql in ("UPDATE audit SET who = 'mallory'", "DELETE FROM audit"):
-        with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        # SQLite: the triggers refuse; PostgreSQL: the app role has no such privilege.
+        with pytest.raises(sa.exc.DBAPIError, match="append-only|permission denied"):
             with log.engine.begin() as conn:
                 conn.execute(sa.text(sql))
     assert set(log.audit_trail("e1")["who"]) == {"alice"}
@@ -235,7 +222,7 @@ def test_default_log_is_sqlite_in_wal_mode_under_the_data_dir():
 
 
 def _edit_note_repeatedly(url, who, edits, barrier, results):
-    """Worker (spawned process): save ``edits`` notes, reloading after every conflict."""
+    """Worker (a separate process): save ``edits`` notes, reloading after every conflict."""
     log = CaseLog(url)
     conflicts = 0
     barrier.wait()
@@ -254,12 +241,11 @@ def _edit_note_repeatedly(url, who, edits, barrier, results):
 def test_two_processes_editing_one_case_lose_nothing(log, db_url):
     log.upsert_events(EVENTS, "alice")
     edits = 15
-    ctx = multiprocessing.get_context("spawn")
+    ctx = process_context()
     barrier, results = ctx.Barrier(2), ctx.Queue()
     workers = [ctx.Process(target=_edit_note_repeatedly, args=(db_url, who, edits, barrier, results))
                for who in ("bob", "carol")]
-    for worker in workers:
-        worker.start()
+    start_processes(workers)
     outcome = dict(results.get(timeout=120) for _ in workers)
     for worker in workers:
         worker.join(timeout=30)

@@ -1,7 +1,10 @@
 """CSV candle source: golden bad/fixed pairs, inline formats, helpful DataErrors, fuzzing."""
 from __future__ import annotations
 
+import datetime
 import io
+import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -155,12 +158,26 @@ def test_naive_times_are_utc_and_offsets_convert():
     assert not any("no time zone" in r for r in aware.attrs["repairs"])
 
 
-def test_ambiguous_dates_read_as_the_shorter_span_and_say_so():
+def test_dates_whose_order_would_be_a_guess_are_refused():
+    # 01/02 .. 06/02 is Feb 1-6 day-first and Jan 2 - Jun 2 month-first, both in time order
     rows = [f"0{d}/02/2024;1;2;0,5;1,5;10" for d in (1, 2, 5, 6)]
-    candles = read_candles_csv(csv_bytes(rows, "Date;Open;High;Low;Close;Volume\n"))
-    assert candles.index[0] == pd.Timestamp("2024-02-01", tz="UTC")
-    assert candles.index[-1] == pd.Timestamp("2024-02-06", tz="UTC")
-    assert any("day-first" in r for r in candles.attrs["repairs"])
+    with pytest.raises(DataError, match=r"column 'Date' .*write them as ISO dates YYYY-MM-DD"):
+        read_candles_csv(csv_bytes(rows, "Date;Open;High;Low;Close;Volume\n"))
+
+
+def test_us_monthly_dates_are_not_read_as_twelve_days():
+    rows = [f"{m:02d}/01/2024,1,2,0.5,1.5,10" for m in range(1, 13)]
+    with pytest.raises(DataError, match=r"'Date' read both month-first and day-first .*ISO dates"):
+        read_candles_csv(csv_bytes(rows))
+
+
+def test_the_only_date_order_that_keeps_rows_in_time_order_is_used():
+    # day-first: Jan 11, Jan 12, Feb 1 (in order); month-first: Nov 1, Dec 1, Jan 2 (not)
+    candles = read_candles_csv(csv_bytes([f"{d},1,2,0.5,1.5,10" for d in ("11/01/2024", "12/01/2024", "01/02/2024")]))
+    assert list(candles.index.strftime("%Y-%m-%d")) == ["2024-01-11", "2024-01-12", "2024-02-01"]
+    assert any("read them day-first" in r for r in candles.attrs["repairs"])
+    us = read_candles_csv(csv_bytes([f"{m:02d}/15/2024,1,2,0.5,1.5,10" for m in range(1, 13)]))
+    assert us.index[-1] == pd.Timestamp("2024-12-15", tz="UTC") and us.attrs["detected_interval"] == "1mo"
 
 
 def test_yyyymmdd_integer_dates():
@@ -393,3 +410,120 @@ def test_malformed_csv_only_raises_data_error(content):
         assert str(exc)
         return
     assert_canonical(candles)
+
+
+# --- number formats, date orders, mislabelled columns, files that are not files -------------
+
+def _comma_number(value: float, grouped: bool) -> str:
+    """``value`` written with a decimal comma, thousands grouped by dots when ``grouped``."""
+    whole, frac = f"{value:.3f}".split(".")
+    if grouped:
+        whole = f"{int(whole):,}".replace(",", ".")
+    return f"{whole},{frac}"
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.floats(1, 99_999), st.floats(0, 5_000_000), st.booleans(), st.booleans()),
+                min_size=1, max_size=12))
+def test_decimal_comma_is_applied_to_every_cell_of_the_file(rows):
+    lines = []
+    for i, (price, volume, group_price, group_volume) in enumerate(rows):
+        p = _comma_number(price, group_price)
+        v = _comma_number(volume, group_volume) if volume % 1 else f"{int(volume):,}".replace(",", ".")
+        lines.append(f"2024-01-{i + 1:02d};{p};{p};{p};{p};{v}")
+    candles = read_candles_csv(csv_bytes(lines, "Date;Open;High;Low;Close;Volume\n"))
+    expected_volume = [round(v, 3) if v % 1 else float(int(v)) for _, v, _, _ in rows]
+    np.testing.assert_allclose(candles["close"], [round(p, 3) for p, _, _, _ in rows], rtol=1e-12)
+    np.testing.assert_allclose(candles["volume"], expected_volume, rtol=1e-12)
+
+
+def _strict_dates(texts: list[str], fmt: str) -> list[datetime.datetime] | None:
+    try:
+        return [datetime.datetime.strptime(t, fmt) for t in texts]
+    except ValueError:
+        return None
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(st.dates(datetime.date(2000, 1, 1), datetime.date(2030, 1, 1)), st.sampled_from([1, 2, 7, 31]),
+       st.integers(2, 14), st.booleans(), st.booleans())
+def test_day_month_order_is_used_only_when_it_is_not_a_guess(start, step, count, day_first, newest_first):
+    dates = [start + datetime.timedelta(days=step * i) for i in range(count)]
+    fmt = "%d/%m/%Y" if day_first else "%m/%d/%Y"
+    texts = [d.strftime(fmt) for d in (reversed(dates) if newest_first else dates)]
+    readings = [r for r in (_strict_dates(texts, "%m/%d/%Y"), _strict_dates(texts, "%d/%m/%Y"))
+                if r is not None and (r == sorted(r) or r == sorted(r, reverse=True))]
+    content = csv_bytes([f"{t},1,2,0.5,1.5,10" for t in texts])
+    if len(readings) == 2 and readings[0] != readings[1]:
+        with pytest.raises(DataError, match="ISO dates YYYY-MM-DD"):
+            read_candles_csv(content)
+    else:
+        candles = read_candles_csv(content)
+        assert list(candles.index.date) == dates
+
+
+def test_volume_12_000_in_a_decimal_comma_file_is_twelve_thousand():
+    candles = read_candles_csv(b"Date;Open;High;Low;Close;Volume\n2024-01-02;1,5;2,5;1,0;2,0;12.000\n"
+                               b"2024-01-03;1,5;2,5;1,0;2,0;1.234,5\n")
+    assert candles["volume"].tolist() == [12000.0, 1234.5]
+
+
+@pytest.mark.parametrize("content, columns", [
+    (b"Date;Open;High;Low;Close;Volume\n2024-01-02;1,5;2,5;1,0;2,0;12.5\n", ["'Open'", "'Volume'"]),
+    (b"Date;Open;High;Low;Close;Volume\n2024-01-02;1,5;2;1;2;10\n2024-01-03;1.5;2;1;2;10\n", ["'Open'"]),
+    (b'Date,Open,High,Low,Close,Volume\n2024-01-02,"1,5",2.5,1,2,10\n', ["'Open'", "'High'"]),
+])
+def test_a_file_mixing_number_formats_is_refused_naming_the_columns(content, columns):
+    with pytest.raises(DataError, match="mixes number formats") as info:
+        read_candles_csv(content)
+    assert all(column in str(info.value) for column in columns)
+
+
+def test_swapped_close_and_volume_headers_are_refused():
+    rows = [f"{1704067200 + 3600 * i},{100 + i},{101 + i},{99 + i},{1000 + 7 * i},{100.5 + i}" for i in range(40)]
+    with pytest.raises(DataError, match=r"On 40 of 40 rows column 'close' lies outside .*mislabelled"):
+        read_candles_csv(csv_bytes(rows, "time,open,high,low,close,volume\n"))
+
+
+def test_a_few_widened_candles_are_still_repaired():
+    rows = hourly_rows(300)
+    for i in (5, 50):   # two rows: at most MAX_WIDENED_ROWS
+        rows[i] = f"{1704067200 + 3600 * i},{100 + i},{100 + i},{99 + i},{100.5 + i},10"
+    candles = read_candles_csv(csv_bytes(rows, "time,open,high,low,close,volume\n"))
+    assert any("Widened high/low on 2 candle(s)" in r for r in candles.attrs["repairs"])
+    rows[90] = f"{1704067200 + 3600 * 90},190,190,189,190.5,10"   # a third, and 1% of 300
+    assert read_candles_csv(csv_bytes(rows, "time,open,high,low,close,volume\n")) is not None
+    rows[91] = f"{1704067200 + 3600 * 91},191,191,190,191.5,10"   # a fourth: over 1%
+    with pytest.raises(DataError, match="mislabelled"):
+        read_candles_csv(csv_bytes(rows, "time,open,high,low,close,volume\n"))
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "/dev/urandom", "/dev/null"])
+def test_devices_are_refused_before_reading(path):
+    if not Path(path).exists():
+        pytest.skip(f"no {path} here")
+    started = time.monotonic()
+    with pytest.raises(DataError, match="not a regular file"):
+        load_candles("csv", "", path=path)
+    assert time.monotonic() - started < 2
+
+
+def test_a_fifo_and_a_link_to_a_device_are_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "candles.csv"
+    os.mkfifo(fifo)
+    link = tmp_path / "zero.csv"
+    link.symlink_to("/dev/zero")
+    for path in (fifo, link):
+        with pytest.raises(DataError, match="not a regular file"):
+            read_candles_csv(path)
+    with open(os.devnull, "rb") as handle:
+        with pytest.raises(DataError, match="not a regular file"):
+            read_candles_csv(handle)
+
+
+def test_uploaded_bytes_have_the_same_size_cap(monkeypatch):
+    monkeypatch.setattr(csv_source, "MAX_BYTES", 100)
+    content = csv_bytes(hourly_rows(5), "time,open,high,low,close,volume\n")
+    for source in (content, bytearray(content), memoryview(content), FakeUploadedFile(content, "a.csv")):
+        with pytest.raises(DataError, match="the limit is 0 MB"):
+            load_candles("csv", "", file=source)

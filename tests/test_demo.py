@@ -4,8 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from data import INTERVALS as DATA_INTERVALS, DataError, load_candles, validate_candles
+from data import INTERVALS as DATA_INTERVALS
+from data import DataError, load_candles, validate_candles
 from data.demo import DEMO_INTERVALS, DEMO_SYMBOLS, LABEL_KINDS, DemoMarket, demo_market
 
 STOCKS = ["DEMO", "ACME"]
@@ -336,3 +339,41 @@ def test_tiny_range_has_no_events_but_works():
     assert len(market.candles) == 5
     assert market.labels.empty and list(market.labels.columns) == ["start", "end", "kind"]
     assert str(market.labels["start"].dtype) == "datetime64[ns, UTC]"
+
+
+# --- dates pandas cannot hold -------------------------------------------------------------
+
+@pytest.mark.parametrize("start, end", [("2300-01-01", "2300-02-01"), ("1600-01-01", "1600-02-01"),
+                                        ("2262-03-01", "2262-04-10"), ("9999-01-01", "9999-12-31"),
+                                        ("0001-01-01", "2024-01-01")])
+def test_dates_outside_pandas_range_name_the_supported_range(start, end):
+    with pytest.raises(DataError, match=r"outside the supported range 1678-01-01 to 2262-01-01"):
+        load_candles("demo", "DEMO", start, end, "1d")
+
+
+def test_demo_market_end_outside_the_range_is_refused():
+    with pytest.raises(DataError, match="supported range"):
+        demo_market(symbol="DEMO", end="2300-01-01", interval="1d")
+
+
+def test_the_edges_of_the_supported_range_work():
+    assert len(load_candles("demo", "DEMO-USD", "2261-12-01", "2262-01-01", "1d")) == 31
+    assert len(load_candles("demo", "DEMO-USD", "1678-01-01", "1678-02-01", "1d")) == 31
+
+
+_ANY_TIME = st.one_of(
+    st.datetimes(min_value=pd.Timestamp("0001-01-02").to_pydatetime(),
+                 max_value=pd.Timestamp("9999-12-30").to_pydatetime()).map(lambda d: d.isoformat()),
+    st.datetimes(), st.dates(), st.integers(-10**20, 10**20), st.floats(allow_nan=True),
+    st.text(max_size=12), st.none())
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(_ANY_TIME, _ANY_TIME, st.sampled_from(["1h", "1d"]))
+def test_any_start_and_end_give_candles_or_a_data_error(start, end, interval):
+    try:
+        candles = load_candles("demo", "DEMO-USD", start, end, interval)
+    except DataError as exc:
+        assert str(exc)
+        return
+    assert candles.index.is_monotonic_increasing and len(candles) > 0

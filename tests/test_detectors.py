@@ -186,7 +186,7 @@ def test_zscore_score_is_largest_component_with_volume_upward_only():
     close = 100 * np.exp(np.cumsum(np.r_[0.0, np.tile([0.01, -0.01], 30)]))
     volume = np.r_[np.tile([100.0, 110.0], 30), 10.0]   # a volume drought at the end
     frame = _frame(close, volume)
-    det = RollingZScoreDetector(window=20)
+    det = RollingZScoreDetector(window=20, features=("returns", "volume"))
     parts = det.score_components(frame)
     scores = det.score(frame)
     assert list(parts.columns) == ["z_returns", "z_volume"]
@@ -217,7 +217,7 @@ def test_incremental_matches_batch(candles, robust, min_periods, features):
 
 
 def test_incremental_update_takes_plain_numbers():
-    stream = IncrementalZScore(window=3)
+    stream = IncrementalZScore(window=3, long_window=None, features=("returns", "volume"))
     for close in (10.0, 10.1, 10.0, 10.1, 12.0):
         out = stream.update(close, close, close, close, 100.0)
     assert set(out) == {"z_returns", "z_volume", "score"}

@@ -41,7 +41,7 @@ def test_default_detection_is_complete_and_aligned(market):
 
 
 def test_one_flag_definition(market):
-    scored = detectors.score_detectors(market.candles)
+    scored = detectors.score_detectors(market.candles, ["zscore", "pump_dump"])
     cuts = {"zscore": 4.0, "pump_dump": 2.5}
     result = scored.detect(cuts, mode="max")
     expected = detectors.is_flagged(scored.scores["zscore"], 4.0) | detectors.is_flagged(scored.scores["pump_dump"], 2.5)

@@ -6,6 +6,7 @@ frames have exactly yfinance's shape), and a fake ``yf.Ticker`` for call bookkee
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,9 +16,10 @@ import yfinance.exceptions as yfe
 from curl_cffi.requests.exceptions import DNSError, HTTPError
 from yfinance.data import YfData
 
-from data import CandleQuery, DataError, load_candles, validate_candles
-from data import yahoo
-from data.cached import NoDataError, SourceUnavailableError
+from data import CandleQuery, DataError, load_candles, validate_candles, yahoo
+from data.cached import NoDataError, SourceUnavailableError, SymbolNotFoundError
+from store import data_dir
+from tests.chaos_server import HOLD, ChaosServer, Reply, garbage, join_fetch_workers, yfinance_black_hole
 
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:yfinance")
 
@@ -173,11 +175,11 @@ def test_4h_is_fetched_as_1h_and_aggregated(yahoo_server):
     assert four["volume"].sum() == hourly["volume"].sum()
 
 
-def test_unknown_symbol_gives_the_no_data_message(yahoo_server):
-    with pytest.raises(NoDataError) as info:
+def test_unknown_symbol_is_only_what_yahoo_says_not_found(yahoo_server):
+    with pytest.raises(SymbolNotFoundError) as info:
         load_candles("yahoo", "ZZZZQ", "2024-01-02", "2024-01-09", "1d", use_cache=False)
-    assert str(info.value) == yahoo.no_data_message("ZZZZQ")
-    assert str(info.value).startswith("No data for ZZZZQ in this range: unknown symbol, delisted, or market closed")
+    assert str(info.value) == yahoo.unknown_symbol_message("ZZZZQ", "No data found, symbol may be delisted")
+    assert str(info.value).startswith("Yahoo Finance does not know the symbol ZZZZQ")
 
 
 def test_yahoo_refusal_reason_is_passed_on(yahoo_server):
@@ -216,8 +218,9 @@ def test_chunks_are_stitched_sorted_and_clipped_to_the_range():
 def test_empty_yfinance_frame_is_no_data():
     empty = pd.DataFrame(columns=["Open", "High", "Low", "Close", "Adj Close", "Volume"],
                          index=pd.Index([], name="Date"))
-    with pytest.raises(NoDataError, match="No data for AAPL in this range"):
+    with pytest.raises(NoDataError, match="No Yahoo Finance bars for AAPL in this range") as info:
         yahoo.to_frame({"frames": [empty], "reasons": []}, query())
+    assert "unknown" not in str(info.value)   # an empty answer is no claim about the symbol
 
 
 # --- calls and errors --------------------------------------------------------------------
@@ -243,9 +246,127 @@ def test_rate_limit_and_no_network_are_source_unavailable(fake_ticker, error, me
     with pytest.raises(SourceUnavailableError) as info:
         yahoo.fetch_raw(query("1d", symbol="BTC-USD"))
     assert str(info.value).startswith(message)
+    if message == yahoo.UNREACHABLE:
+        assert str(info.value).startswith("Cannot reach Yahoo Finance for BTC-USD: no network")
 
 
 def test_yfinance_cache_lives_in_the_data_folder(fake_ticker, tmp_path):
     yahoo.fetch_raw(query("1d", symbol="BTC-USD"))
     from yfinance.cache import _TzDBManager
     assert Path(_TzDBManager.get_location()).is_relative_to(tmp_path)
+
+
+# --- a misbehaving server on loopback: real sockets, real yfinance, a total deadline -------
+
+def chart_reply(method, path, params):
+    """Chart API answers from the fixtures (404 "Not Found" for symbols without one)."""
+    name = f"chart_{path.rsplit('/', 1)[-1]}_{params.get('interval', '1d')}.json"
+    if not (FIXTURES / name).exists():
+        return Reply(404, (FIXTURES / "chart_ZZZZQ_404.json").read_text())
+    return Reply(body=(FIXTURES / name).read_text())
+
+
+@pytest.fixture
+def chaos(monkeypatch):
+    """yfinance's shared session replaced by one that sends every Yahoo URL to a ChaosServer;
+    ``chaos.use(server)`` points it at another server (e.g. a closed port)."""
+    data = YfData()
+    original = data._session
+    real_ticker = yf.Ticker
+    with ChaosServer() as server:
+        server.route("/v8/finance/chart/", chart_reply)
+        server.route("/v1/test/getcrumb", Reply(body="crumb", headers={"Content-Type": "text/plain"}))
+        server.default = Reply(404, (FIXTURES / "chart_ZZZZQ_404.json").read_text())   # as Yahoo does
+        target = {"session": server.session()}
+        server.use = lambda other: target.update(session=other.session())
+        monkeypatch.setattr(yf, "Ticker", lambda symbol: real_ticker(symbol, session=target["session"]))
+        YfData.cache_get.cache_clear()
+        yield server
+    join_fetch_workers()   # none may reach the real session restored below
+    YfData(session=original)
+    data._cookie = data._crumb = None
+    YfData.cache_get.cache_clear()
+
+
+def refusing_server() -> ChaosServer:
+    """A port that refuses connections (bound, never served, closed)."""
+    server = ChaosServer()
+    server._server.server_close()
+    return server
+
+
+def test_chaos_yahoo_answers_through_real_sockets(chaos):
+    frame = load_candles("yahoo", "AAPL", "2024-01-02", "2024-01-09", "1d", use_cache=False, deadline=5)
+    assert len(frame) == 5 and chaos.calls("/v8/finance/chart/AAPL")
+
+
+@pytest.mark.parametrize("reply", [HOLD, Reply(body="{" + " " * 200 + "}", trickle=0.1)],
+                         ids=["never-answers", "trickles"])
+def test_chaos_stalled_yahoo_ends_at_the_deadline(chaos, reply):
+    chaos.everything(reply)
+    started = time.monotonic()
+    with pytest.raises(SourceUnavailableError) as info:
+        load_candles("yahoo", "AAPL", "2024-01-02", "2024-01-09", "1d", use_cache=False, deadline=0.5)
+    assert time.monotonic() - started < 3
+    assert str(info.value).startswith("Cannot reach Yahoo Finance for AAPL: no answer within 0.5 s")
+
+
+@pytest.fixture
+def black_hole():
+    with yfinance_black_hole() as proxy:
+        yield proxy
+
+
+def test_black_holed_network_ends_at_the_deadline_on_yfinance_own_session(black_hole):
+    for _ in range(2):   # the second waits behind the first's cookie lookup: still bounded
+        started = time.monotonic()
+        with pytest.raises(SourceUnavailableError, match="Cannot reach Yahoo Finance for AAPL: "
+                                                         "no answer within 0.5 s"):
+            load_candles("yahoo", "AAPL", "2024-01-02", "2024-01-09", "1d", deadline=0.5)
+        assert time.monotonic() - started < 3
+    assert black_hole.calls() and black_hole.requests[0].method == "CONNECT"
+
+
+def test_chaos_no_network_is_never_an_unknown_symbol(chaos):
+    chaos.use(refusing_server())
+    for _ in range(3):   # yfinance changes its path after the first failures in a process
+        with pytest.raises(SourceUnavailableError) as info:
+            load_candles("yahoo", "AAPL", "2024-01-02", "2024-01-09", "1d", deadline=5)
+        assert str(info.value).startswith("Cannot reach Yahoo Finance for AAPL: no network")
+        assert "unknown" not in str(info.value) and "does not know" not in str(info.value)
+
+
+@pytest.mark.parametrize("reply, expected", [
+    (garbage(500), "Yahoo"),
+    (garbage(200), "Yahoo"),
+    (Reply(429, "Too Many Requests", {"Content-Type": "text/plain"}), "rate-limiting"),
+    (Reply(503, "", {"Content-Type": "text/html"}), "Yahoo"),
+], ids=["garbage-500", "garbage-200", "429", "503"])
+def test_chaos_yahoo_trouble_is_unavailable_not_unknown(chaos, reply, expected):
+    chaos.everything(reply)
+    with pytest.raises(SourceUnavailableError, match=expected) as info:
+        load_candles("yahoo", "AAPL", "2024-01-02", "2024-01-09", "1d", use_cache=False, deadline=5)
+    assert not isinstance(info.value, NoDataError)
+
+
+def test_chaos_explicit_not_found_is_unknown_and_not_remembered(chaos):
+    for attempt in (1, 2):
+        with pytest.raises(SymbolNotFoundError, match="does not know the symbol ZZZZQ"):
+            load_candles("yahoo", "ZZZZQ", "2024-01-02", "2024-01-09", "1d", deadline=5)
+        assert len(chaos.calls("/v8/finance/chart/ZZZZQ")) >= 2 * attempt   # asked again
+    assert not (data_dir() / "candles" / "yahoo" / "ZZZZQ").exists()
+
+
+@pytest.mark.parametrize("outage", ["refused", "stalled"])
+def test_chaos_partly_cached_range_comes_with_a_notice_of_what_is_missing(chaos, outage):
+    first = load_candles("yahoo", "AAPL", "2024-01-02", "2024-01-09", "1d", deadline=5)
+    if outage == "refused":
+        chaos.use(refusing_server())
+    else:
+        chaos.everything(HOLD)
+    for _ in range(2):   # also after a first failure in the process
+        frame = load_candles("yahoo", "AAPL", "2024-01-02", "2024-01-20", "1d", deadline=0.5)
+        assert len(frame) == len(first) == 5
+        notice = frame.attrs["notice"]
+        assert notice.startswith("Offline: showing cached data fetched moments ago; could not fetch "
+                                 "2024-01-09 00:00 to 2024-01-20 00:00 UTC (Cannot reach Yahoo Finance for AAPL")

@@ -1,0 +1,104 @@
+"""Schema changes are migrations, run once under a lock; start-up only reads the version.
+
+Processes that open a fresh database together never deadlock and lose no write, on SQLite and
+on PostgreSQL (where start-up DDL used to deadlock against concurrent writers).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from store import db
+from store.cases import CaseLog
+from tests.pg import database, pg_server, process_context, start_processes  # noqa: F401
+
+ROOT = Path(__file__).resolve().parent.parent
+PROCESSES, EVENTS_EACH = 4, 3
+
+
+def _events(worker: int) -> pd.DataFrame:
+    start = pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(days=worker)
+    return pd.DataFrame({"event_id": [f"w{worker}-{i}" for i in range(EVENTS_EACH)],
+                         "symbol": "DEMO", "kind": "price_spike", "severity": 0.5,
+                         "start": [start + pd.Timedelta(hours=i) for i in range(EVENTS_EACH)],
+                         "end": [start + pd.Timedelta(hours=i + 1) for i in range(EVENTS_EACH)]})
+
+
+def _start_and_write(app_url, admin_url, worker, barrier, results):
+    """Worker (a separate process): open the log at the same moment as the others, then write."""
+    barrier.wait()
+    log = CaseLog(app_url, admin_url=admin_url)
+    log.upsert_events(_events(worker), f"analyst{worker}")
+    for i in range(EVENTS_EACH):
+        log.update(f"w{worker}-{i}", who=f"analyst{worker}", expected_version=1,
+                   status="reviewing", note=f"by {worker}")
+    log.upsert_events(_events((worker + 1) % PROCESSES), f"analyst{worker}")  # overlaps a peer
+    log.close()
+    results.put(worker)
+
+
+def test_processes_opening_a_fresh_database_together_all_write(database):
+    app_url, admin_url = database
+    ctx = process_context()
+    barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
+    workers = [ctx.Process(target=_start_and_write, args=(app_url, admin_url, w, barrier, results))
+               for w in range(PROCESSES)]
+    start_processes(workers)
+    done = sorted(results.get(timeout=120) for _ in workers)   # a deadlock would time out here
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    assert done == list(range(PROCESSES))
+
+    log = CaseLog(app_url)
+    cases = log.list_cases()
+    assert len(cases) == PROCESSES * EVENTS_EACH and set(cases["status"]) == {"reviewing"}
+    assert (cases["version"] == 2).all()
+    check = log.verify_audit()
+    assert check.ok and check.rows == PROCESSES * EVENTS_EACH * 3   # new, status, note
+    log.close()
+
+
+def test_start_up_reads_the_version_and_runs_no_ddl(database):
+    app_url, admin_url = database
+    CaseLog(app_url, admin_url=admin_url).close()        # migrates
+    statements = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement.strip().split()[0].upper())
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", record)
+    try:
+        log = CaseLog(app_url, admin_url=admin_url)
+        log.close()
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", record)
+    assert statements and set(statements) <= {"SELECT", "PRAGMA"}, statements
+    assert db.schema_revision(log.engine) == db.head_revision()
+
+
+@pytest.mark.postgres
+@pytest.mark.xdist_group("postgres")
+def test_app_role_alone_cannot_create_the_schema(pg_server):
+    app_url, admin_url = pg_server.team_database()
+    with pytest.raises(RuntimeError, match=r"python -m store\.db .*--grant"):
+        CaseLog(app_url)                        # no admin URL: the app role may not create tables
+    db.migrate(admin_url, app_role="surveillance_app")
+    log = CaseLog(app_url)                      # now the schema is there and granted
+    assert log.upsert_events(_events(0), "alice") == EVENTS_EACH
+    log.close()
+
+
+def test_command_line_migrates_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cases.sqlite'}"
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-m", "store.db", url], cwd=ROOT, text=True,
+                              capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"case database at schema {db.head_revision()}"
+    assert db.schema_revision(sa.create_engine(url)) == db.head_revision()
