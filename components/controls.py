@@ -189,6 +189,9 @@ def render_threshold_slider(name: str, unit: str, scores: pd.Series, default: fl
     low, high, step = slider_range(scores, default)
     key = state.threshold_key(name, fit_key)
     fallback = float(min(max(default, low + step), high))
+    pending = st.session_state.get("_pending_thresholds", {})
+    if name in pending:   # a link or saved view names this cut: use it once, within the range
+        state.set_value(key, float(min(max(round(pending.pop(name) / step) * step, low + step), high)))
     if not low < state.value(key, fallback) <= high:
         state.set_value(key, fallback)
     value = box.slider(f"{detector_label(name)} threshold ({unit})", float(low + step), high,

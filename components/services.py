@@ -75,16 +75,23 @@ def secrets() -> dict:
 
 
 def case_log():
-    """The shared case log (SQLite in the data folder, or ``cases_db_url`` from secrets for a team)."""
+    """The shared case database: SQLite in the data folder, or for a team the URL in
+    ``SURVEILLANCE_CASES_DB_URL`` or ``cases_db_url`` in secrets (with ``cases_db_admin_url``
+    the app migrates the schema itself when it is behind)."""
+    import os
+
     from store import data_dir
-    return _case_log(secrets().get("cases_db_url") or None, str(data_dir()))
+    config = secrets()
+    url = os.environ.get("SURVEILLANCE_CASES_DB_URL") or config.get("cases_db_url") or None
+    admin = os.environ.get("SURVEILLANCE_CASES_DB_ADMIN_URL") or config.get("cases_db_admin_url") or None
+    return _case_log(url, admin, str(data_dir()))
 
 
 @st.cache_resource(show_spinner=False)
-def _case_log(url: str | None, folder: str):
+def _case_log(url: str | None, admin_url: str | None, folder: str):
     # ``folder`` is part of the cache key: a new data folder (another user, a test) gets its own log.
     from store.cases import CaseLog
-    return CaseLog(url)
+    return CaseLog(url, admin_url=admin_url)
 
 
 @st.cache_data(show_spinner=False, max_entries=16, ttl=900)

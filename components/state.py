@@ -30,6 +30,7 @@ EMBEDDER = "embedder"
 JUDGE_WEIGHT = "judge_weight"
 FOCUS_TIME = "focus_time"          # {"key": data key, "time": ...}: open the Explorer zoomed there once
                                    # (app.py drops it when another page runs)
+EVENT = "selected_event"           # event_id open in the Explorer (table, J/K keys, links)
 CUTS = "current_thresholds"        # the Explorer's thresholds, read by the live fragment on each tick
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pandas as pd
 import streamlit as st
@@ -27,11 +28,12 @@ EVIDENCE_FIELDS = [("return_pct", "Return over event (%)"), ("max_move_pct", "La
                    ("context_note", "News context")]
 
 
-def render_events_table(events: pd.DataFrame) -> pd.Series | None:
-    """The events table with single-row selection; returns the selected event or None."""
+def render_events_table(events: pd.DataFrame) -> None:
+    """The events table; selecting a row opens that event (``state.EVENT``)."""
     shown = events[[c for c in TABLE_COLUMNS if c in events.columns]]
-    result = st.dataframe(
-        shown, key=state.EVENTS_TABLE, on_select="rerun", selection_mode="single-row",
+    st.dataframe(
+        shown, key=state.EVENTS_TABLE, on_select=partial(_picked, list(events["event_id"])),
+        selection_mode="single-row",
         hide_index=True, width="stretch",
         column_config={
             "start": st.column_config.DatetimeColumn("Start (UTC)", format="YYYY-MM-DD HH:mm"),
@@ -47,8 +49,38 @@ def render_events_table(events: pd.DataFrame) -> pd.Series | None:
             "z_volume": st.column_config.NumberColumn("z vol", format="%+.1f"),
             "explanation": st.column_config.TextColumn("Explanation", width="large"),
         })
-    rows = [r for r in result.selection.rows if 0 <= r < len(events)]  # keyed selections can go stale
-    return events.iloc[rows[0]] if rows else None
+
+
+def _picked(ids: list[str]) -> None:
+    """Table callback: the row picked becomes the open event (none when unpicked)."""
+    rows = [r for r in st.session_state[state.EVENTS_TABLE].selection.rows if 0 <= r < len(ids)]
+    st.session_state[state.EVENT] = ids[rows[0]] if rows else None
+
+
+def render_event_navigation(events: pd.DataFrame) -> pd.Series | None:
+    """Previous / next / close buttons with keyboard shortcuts (K, J, Esc); returns the open
+    event, or None. Events are in time order, so J walks forward through the chart."""
+    ids = list(events.sort_values("start")["event_id"])
+    current = st.session_state.get(state.EVENT)
+    cols = st.columns([1, 1, 1, 4])
+    cols[0].button("Previous", icon=":material/arrow_back:", shortcut="K", disabled=not ids,
+                   on_click=_step, args=(ids, -1), help="Previous event (K)")
+    cols[1].button("Next", icon=":material/arrow_forward:", shortcut="J", disabled=not ids,
+                   on_click=_step, args=(ids, 1), help="Next event (J)")
+    cols[2].button("Close", icon=":material/close:", shortcut="Esc", disabled=current not in ids,
+                   on_click=st.session_state.__setitem__, args=(state.EVENT, None),
+                   help="Back to the whole range (Esc)")
+    if current in ids:
+        cols[3].caption(f"Event {ids.index(current) + 1} of {len(ids)} · J next, K previous, Esc close")
+        return events.loc[events["event_id"] == current].iloc[0]
+    cols[3].caption(f"{len(ids)} events · J opens the first, then the next; K the previous")
+    return None
+
+
+def _step(ids: list[str], step: int) -> None:
+    current = st.session_state.get(state.EVENT)
+    at = ids.index(current) + step if current in ids else (0 if step > 0 else len(ids) - 1)
+    st.session_state[state.EVENT] = ids[min(max(at, 0), len(ids) - 1)]
 
 
 def render_event_panel(event: pd.Series) -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from components import controls, services, state, tables
+from components import controls, links, services, state, tables
 from components.charts import build_anomaly_figure
-from detectors.calibration import rarity_text
 from components.live import render_live_monitor
 from components.views import enrich_events, load_or_stop, score_all, show_data_notes
+from detectors.calibration import rarity_text
 
 st.title("Explorer")
+links.restore_from_url()          # a shared link or a reload opens the same view
+links.show_ignored()
 choice = controls.render_data_controls()
 chosen, ensemble, news_on, explain_on = controls.render_detector_controls()
 candles = load_or_stop(choice)
@@ -50,13 +52,15 @@ def analysis() -> dict:
         fig = build_anomaly_figure(candles, {}, {}, pd.DataFrame(columns=["start", "end"]), labels=labels,
                                    revision=choice.key)
         chart_slot.plotly_chart(fig, key=state.CHART, on_select="ignore")
+        links.write_url(links.view_params(choice, chosen, ensemble, {}, None))
         return {}
 
     st.subheader("Events")
     if selected_ids:
         st.caption(f"Showing the {len(table_events)} event(s) selected on the chart. Clear the chart "
                    "selection (double-click) to see all.")
-    selected = tables.render_events_table(table_events)
+    selected = tables.render_event_navigation(table_events)
+    tables.render_events_table(table_events)
     focus = None
     request = st.session_state.get(state.FOCUS_TIME) or {}
     focus_time = request.get("time") if request.get("key") == choice.key else None
@@ -79,11 +83,15 @@ def analysis() -> dict:
             tables.render_event_panel(selected)
             tables.render_case_actions(selected)
     else:
-        st.caption("Select a row to zoom the chart to the event and see its evidence and explanation.")
+        st.caption("Select a row (or press J) to zoom the chart to the event and see its evidence and explanation.")
     tables.render_exports(table_events, fig, f"{candles.attrs.get('symbol', 'events')}-{choice.interval}")
     st.session_state[state.CUTS] = thresholds
+    view = links.view_params(choice, chosen, ensemble, thresholds, None if selected is None else selected["event_id"])
+    st.session_state[links.VIEW] = view
+    links.write_url(view)
     return thresholds
 
 
 thresholds = analysis()
+links.render_saved_views(services.analyst_name(), services.case_log())
 render_live_monitor(choice, candles, chosen, thresholds)

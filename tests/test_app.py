@@ -94,11 +94,15 @@ def test_download_holds_the_events_shown(monkeypatch):
     assert (pd.to_datetime(csv["start"]) == shown["start"].reset_index(drop=True)).all()
 
 
+def open_first_event(at):
+    """The Next button (shortcut J) opens the first event in time order."""
+    next(b for b in at.button if b.label == "Next").click().run()
+
+
 def test_selecting_a_row_opens_the_evidence_panel():
     at = new_app()
     at.run()
-    at.session_state["events_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
-    at.run()
+    open_first_event(at)
     assert not at.exception
     assert any(c.value == "Evidence" for c in at.caption)
     assert any("Save to case log" in b.label for b in at.button)
@@ -166,8 +170,7 @@ def test_live_monitor_replays_demo_candles_without_refitting(monkeypatch):
 def test_case_saved_from_explorer_appears_in_the_cases_page_with_audit():
     at = new_app()
     at.run()
-    at.session_state["events_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
-    at.run()
+    open_first_event(at)
     form_status = next(s for s in at.selectbox if s.label == "Case status")
     form_status.set_value("escalated")
     next(b for b in at.button if "Save to case log" in b.label).click().run()
@@ -301,3 +304,63 @@ def test_lstm_detector_trains_with_progress_and_adds_its_panel():
     assert any("LSTM autoencoder threshold" in s.label for s in at.slider)
     titles = [a["text"] for a in chart_spec(at)["layout"]["annotations"]]
     assert "LSTM autoencoder score (reconstruction error)" in titles
+
+
+def test_the_url_carries_the_view_and_a_link_restores_it():
+    at = new_app(detectors=["zscore", "pump_dump"])
+    at.run()
+    slider = next(s for s in at.slider if s.label.startswith("Rolling z-score threshold"))
+    cut = round(slider.value + 1.0, 1)
+    slider.set_value(cut).run()
+    open_first_event(at)
+    link = {k: at.query_params[k][0] if isinstance(at.query_params[k], list) else at.query_params[k]
+            for k in at.query_params}
+    assert link["src"] == "demo" and link["det"] == "zscore,pump_dump" and link["from"] == "2024-01-01"
+    assert float(link["t.zscore"]) == pytest.approx(cut, abs=0.05) and len(link["ev"]) == 16
+
+    fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)   # a new session opens the link
+    fresh.secrets["test"] = "1"
+    fresh.query_params.update(link)
+    fresh.run()
+    assert not fresh.exception
+    assert fresh.multiselect(key="detectors").value == ["zscore", "pump_dump"]
+    restored = next(s for s in fresh.slider if s.label.startswith("Rolling z-score threshold"))
+    assert restored.value == pytest.approx(float(link["t.zscore"]), abs=0.05)
+    assert any(c.value == "Evidence" for c in fresh.caption)       # the linked event is open
+
+
+def test_a_hostile_link_is_ignored_and_named():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.secrets["test"] = "1"
+    at.query_params.update({"src": "demo", "det": "zscore,rm -rf", "from": "yesterday", "seed": "7"})
+    at.run()
+    assert not at.exception
+    assert at.multiselect(key="detectors").value == ["zscore"]      # the default, not the link's
+    assert any("det=" in t.value and "from=" in t.value for t in at.text)
+
+
+def test_a_saved_view_is_shared_through_the_case_database():
+    at = new_app(detectors=["zscore"], symbol="ACME")
+    at.run()
+    at.text_input(key="_view_name").set_value("acme quarter").run()
+    next(b for b in at.button if b.label == "Save view").click().run()
+    assert any("Saved" in s.value for s in at.success)
+    at.selectbox(key="symbol").set_value("DEMO").run()
+    at.selectbox(key="_view_pick").set_value("acme quarter").run()
+    next(b for b in at.button if b.label == "Open view").click().run()
+    assert not at.exception
+    assert at.selectbox(key="symbol").value == "ACME"
+
+
+def test_next_and_previous_walk_the_events_in_time_order():
+    at = new_app()
+    at.run()
+    open_first_event(at)
+    first = at.session_state["selected_event"]
+    next(b for b in at.button if b.label == "Next").click().run()
+    second = at.session_state["selected_event"]
+    assert second != first
+    next(b for b in at.button if b.label == "Previous").click().run()
+    assert at.session_state["selected_event"] == first
+    next(b for b in at.button if b.label == "Close").click().run()
+    assert at.session_state["selected_event"] is None
