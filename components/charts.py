@@ -9,11 +9,9 @@ from components.controls import detector_label
 from detectors.pipeline import is_flagged
 
 MAX_CANDLES_DRAWN = 2000      # beyond this, candles are resampled for drawing (scores stay exact)
-WEBGL_FROM = 3000             # score lines and markers switch to WebGL traces above this length
 SYMBOLS = {"zscore": "circle", "isolation_forest": "diamond", "pump_dump": "triangle-up",
            "lstm_autoencoder": "square", "ensemble": "star"}
 SEVERITY_SCALE = [[0.0, "#f6c343"], [0.5, "#f08c2e"], [1.0, "#c4161c"]]
-EVENT_FILL = "rgba(220, 60, 40, 0.13)"
 LABEL_FILL = "rgba(40, 110, 220, 0.10)"
 MAX_SPANS = 400               # shaded spans drawn at most (the table lists every event)
 
@@ -94,39 +92,71 @@ def _domains(heights: list[float], gap: float = 0.03) -> list[tuple[float, float
     return out
 
 
-def build_anomaly_figure(candles: pd.DataFrame, scores: dict[str, pd.Series],
-                         thresholds: dict[str, float], events: pd.DataFrame, *,
-                         labels: pd.DataFrame | None = None, units: dict[str, str] | None = None,
-                         focus: tuple[pd.Timestamp, pd.Timestamp] | None = None,
-                         revision: str = "") -> go.Figure:
-    """Candles, volume and one score panel per detector, with flags, event spans and labels.
+def session_breaks(index: pd.DatetimeIndex) -> list[dict]:
+    """Plotly rangebreaks that collapse the hours a session-bound market never trades:
+    weekends when no bar falls on one, and the overnight hours of intraday stock bars."""
+    index = pd.DatetimeIndex(index)
+    if len(index) < 3 or index[-1] - index[0] < pd.Timedelta(days=14):
+        return []
+    breaks = []
+    if not index.dayofweek.isin([5, 6]).any():
+        breaks.append(dict(bounds=["sat", "mon"]))
+    bar = pd.Series(index).diff().median()
+    if bar < pd.Timedelta(days=1):
+        hours = np.unique(np.round(index.hour + index.minute / 60.0, 4))
+        if len(hours) and len(hours) * bar / pd.Timedelta(hours=1) < 20:   # a day session, not 24 h
+            gaps = np.diff(np.r_[hours, hours[0] + 24])
+            last = int(np.argmax(gaps))
+            close = (hours[last] + bar / pd.Timedelta(hours=1)) % 24
+            breaks.append(dict(bounds=[float(close), float(hours[(last + 1) % len(hours)])], pattern="hour"))
+    return breaks
 
-    All panels share one x axis, so zooming one zooms all. ``revision`` keeps the user's zoom
-    across reruns (Plotly ``uirevision``) until the data or the focused event changes. The
-    figure is assembled as plain dicts (plotly's per-call validation costs seconds here).
-    """
-    units = units or {}
-    names = list(scores)
-    heights = [0.5, 0.14] + [0.36 / max(len(names), 1)] * len(names)
+
+def _spans_trace(starts, ends, bar: pd.Timedelta, low: float, high: float, yaxis: str, **style) -> dict:
+    """Many shaded time spans as one filled trace (a layout shape each redraws slowly)."""
+    x, y = [], []
+    for start, end in zip(_ms(starts), _ms(pd.DatetimeIndex(ends) + bar)):
+        x += [start, start, end, end, start, None]
+        y += [low, high, high, low, low, None]
+    return dict(type="scatter", x=x, y=y, mode="lines", fill="toself", xaxis="x", yaxis=yaxis, **style)
+
+
+#: Left margin of both Explorer figures, so their time axes line up one above the other.
+LEFT_MARGIN = 64
+
+
+def _stacked_layout(titles: list[str], heights: list[float], breaks: list[dict], revision: str,
+                    height: int) -> tuple[dict, list[tuple[float, float]]]:
+    """Layout of panels stacked on one shared time axis, each titled at its top left."""
     domains = _domains(heights)
-    titles = ["Price", "Volume"] + [f"{detector_label(n)} score ({units.get(n, '')})" for n in names]
     layout: dict = {
-        "height": 360 + 140 * len(domains), "margin": dict(l=10, r=10, t=30, b=10),
+        "height": height, "margin": dict(l=LEFT_MARGIN, r=10, t=30, b=10),
         "uirevision": revision or "keep", "hovermode": "closest", "dragmode": "zoom",
-        "legend": dict(orientation="h", y=1.04, x=0, font=dict(size=11)),
-        "xaxis": dict(anchor=f"y{len(domains)}", rangeslider=dict(visible=False), type="date"),
+        "legend": dict(orientation="h", y=1.0, yanchor="bottom", x=1, xanchor="right", font=dict(size=11)),
+        "xaxis": dict(anchor=f"y{len(domains)}", rangeslider=dict(visible=False), type="date", rangebreaks=breaks),
+        "annotations": [dict(text=title, x=0, y=hi, xref="paper", yref="paper", showarrow=False, xanchor="left",
+                             yanchor="bottom", font=dict(size=12)) for title, (lo, hi) in zip(titles, domains)],
     }
-    annotations = []
     for i, (lo, hi) in enumerate(domains, start=1):
-        layout[f"yaxis{'' if i == 1 else i}"] = dict(domain=[lo, hi], anchor="x", automargin=True)
-        annotations.append(dict(text=titles[i - 1], x=0, y=hi, xref="paper", yref="paper", showarrow=False,
-                                xanchor="left", yanchor="bottom", font=dict(size=12)))
+        layout[f"yaxis{'' if i == 1 else i}"] = dict(domain=[lo, hi], anchor="x", automargin=False)
+    return layout, domains
+
+
+def build_price_figure(candles: pd.DataFrame, *, labels: pd.DataFrame | None = None,
+                       focus: tuple[pd.Timestamp, pd.Timestamp] | None = None, revision: str = "") -> go.Figure:
+    """Candles and volume (and the demo's labelled spans): what a threshold move never changes,
+    so the browser does not redraw thousands of candles for it. Hours a session-bound market
+    never trades are collapsed."""
+    breaks = session_breaks(candles.index)
+    layout, _ = _stacked_layout(["Price", "Volume"], [0.78, 0.22], breaks, revision, 520)
     layout["yaxis"]["range"] = price_range(candles)
     drawn = resample_for_drawing(candles)
     if focus is not None:   # full resolution around the focused event, coarse elsewhere
         inside = (drawn.index >= focus[0]) & (drawn.index <= focus[1])
         drawn = pd.concat([drawn[~inside], candles.loc[focus[0]:focus[1]]]).sort_index()
-    volume_kind = "bar" if len(drawn) <= 600 else "scattergl"   # thousands of SVG bars redraw slowly
+    # Thousands of SVG bars redraw slowly; one SVG path does not, and WebGL (which also ignores
+    # rangebreaks) costs a context per figure in a software-rendered browser.
+    volume_kind = "bar" if len(drawn) <= 600 else "scatter"
     traces = [
         dict(type="candlestick", x=_ms(drawn.index), open=drawn["open"].to_numpy(), high=drawn["high"].to_numpy(),
              low=drawn["low"].to_numpy(), close=drawn["close"].to_numpy(), name="Price", showlegend=False,
@@ -137,10 +167,40 @@ def build_anomaly_figure(candles: pd.DataFrame, scores: dict[str, pd.Series],
              **({"marker": dict(color="#8a97ab")} if volume_kind == "bar" else
                 {"mode": "lines", "fill": "tozeroy", "line": dict(color="#8a97ab", width=1, shape="hv")})),
     ]
+    if labels is not None and len(labels):
+        shown = labels.iloc[:MAX_SPANS]
+        low, high = layout["yaxis"]["range"]
+        traces.append(_spans_trace(shown["start"], shown["end"], _bar(candles), low, high, "y",
+                                   fillcolor=LABEL_FILL, line=dict(color="rgba(40,110,220,0.5)", dash="dot", width=1),
+                                   name="Labelled (demo ground truth)", hoverinfo="text", hoveron="points+fills",
+                                   text=[t for kind in shown["kind"] for t in [f"label: {kind}"] * 5 + [None]]))
+    _apply_focus(layout, candles, focus, price_axis="yaxis")
+    return go.Figure(dict(data=traces, layout=layout), _validate=False)
+
+
+def build_signal_figure(candles: pd.DataFrame, scores: dict[str, pd.Series], thresholds: dict[str, float],
+                        events: pd.DataFrame, *, severity: pd.DataFrame | None = None,
+                        units: dict[str, str] | None = None,
+                        focus: tuple[pd.Timestamp, pd.Timestamp] | None = None, revision: str = "") -> go.Figure:
+    """The light layer a threshold move redraws: a severity swimlane (one row per detector, a
+    square per flagged bar coloured by its calibrated severity) and each detector's score with
+    its threshold line and flagged points (hover: kind, severity, explanation; box-select
+    filters the events table). Same time axis and left margin as ``build_price_figure``."""
+    units = units or {}
+    names = list(scores)
+    lanes = [detector_label(n) for n in names]
+    titles = ["Severity (calibrated) of flagged bars"] + [f"{detector_label(n)} score ({units.get(n, '')})"
+                                                          for n in names]
+    heights = [0.1 + 0.05 * len(names)] + [0.85 / max(len(names), 1)] * len(names)
+    breaks = session_breaks(candles.index)
+    layout, _ = _stacked_layout(titles, heights, breaks, revision, 150 + 170 * len(names))
+    layout["yaxis"].update(type="category", categoryarray=lanes[::-1], tickfont=dict(size=10), fixedrange=True,
+                           ticklabelposition="inside", showgrid=False)
     event_pos = _event_lookup(candles.index, events)
-    for row, name in enumerate(names, start=3):
+    kind = "scatter"   # lines are at most MAX_CANDLES_DRAWN points and flags are rare: SVG is enough
+    traces = []
+    for row, name in enumerate(names, start=2):
         series, threshold = scores[name], thresholds[name]
-        kind = "scattergl" if len(series) > WEBGL_FROM else "scatter"
         line = peaks_for_drawing(series)
         traces.append(dict(type=kind, x=_ms(line.index), y=line.to_numpy(), mode="lines", name=f"{name} score",
                            line=dict(width=1, color="#4a5d7e"), showlegend=False, xaxis="x", yaxis=f"y{row}",
@@ -153,37 +213,43 @@ def build_anomaly_figure(candles: pd.DataFrame, scores: dict[str, pd.Series],
         if not len(flagged):
             continue
         ev = events.iloc[event_pos[flagged]]
-        severity = ev["severity"].to_numpy(dtype=float)
         explanation = ev["explanation"] if "explanation" in ev else [""] * len(ev)
+        own = (severity[name] if severity is not None and name in severity else pd.Series(np.nan, index=candles.index))
+        lane = np.round(own.to_numpy(dtype=float)[flagged], 3)
         custom = np.column_stack([ev["event_id"], ev["kind"], [first_sentence(t) for t in explanation],
-                                  np.round(series.to_numpy()[flagged], 4), np.round(severity, 3)])
-        traces.append(dict(
-            type=kind, x=_ms(candles.index[flagged]), y=candles["close"].to_numpy()[flagged], mode="markers",
-            name=detector_label(name), customdata=custom, xaxis="x", yaxis="y",
-            marker=dict(symbol=SYMBOLS.get(name, "circle"), size=9, color=severity, cmin=0.4, cmax=0.9,
-                        colorscale=SEVERITY_SCALE, line=dict(width=0.5, color="#333")),
-            hovertemplate=("%{x|%Y-%m-%d %H:%M}<br><b>%{customdata[1]}</b> · severity %{customdata[4]}"
-                           "<br>score %{customdata[3]}<br>%{customdata[2]}<extra>%{fullData.name}</extra>")))
-    bar = _bar(candles)
-    shapes = [dict(type="rect", xref="x", yref="paper", x0=start, x1=end + bar, y0=0, y1=1,
-                   fillcolor=EVENT_FILL, line=dict(width=0), layer="below")
-              for start, end in zip(events["start"][:MAX_SPANS], events["end"][:MAX_SPANS])]
-    if labels is not None and len(labels):
-        labels = labels.iloc[:MAX_SPANS]
-        shapes += [dict(type="rect", xref="x", yref="paper", x0=start, x1=end + bar, y0=0, y1=1,
-                        fillcolor=LABEL_FILL, layer="below",
-                        line=dict(color="rgba(40,110,220,0.5)", dash="dot", width=1))
-                   for start, end in zip(labels["start"], labels["end"])]
-        annotations += [dict(x=start, y=domains[0][1], xref="x", yref="paper", text=f"label: {kind}",
-                             showarrow=False, xanchor="left", yanchor="top", font=dict(size=9, color="#2a6fb0"))
-                        for start, kind in zip(labels["start"], labels["kind"])]
-    layout["shapes"], layout["annotations"] = shapes, annotations
-    if focus is not None:
-        layout["xaxis"]["range"] = [_ms([focus[0]])[0], _ms([focus[1]])[0]]
-        window = candles.loc[focus[0]:focus[1]]
-        if len(window):
-            layout["yaxis"]["range"] = price_range(window)
+                                  np.round(series.to_numpy()[flagged], 4), np.round(ev["severity"].to_numpy(float), 3),
+                                  lane])
+        hover = ("%{x|%Y-%m-%d %H:%M}<br><b>%{customdata[1]}</b> · event severity %{customdata[4]}"
+                 "<br>score %{customdata[3]} · this detector's severity %{customdata[5]}<br>%{customdata[2]}"
+                 "<extra>%{fullData.name}</extra>")
+        marker = dict(size=9, cmin=0.4, cmax=0.9, colorscale=SEVERITY_SCALE, line=dict(width=0.5, color="#333"))
+        traces.append(dict(type=kind, x=_ms(candles.index[flagged]), y=series.to_numpy()[flagged], mode="markers",
+                           name=detector_label(name), customdata=custom, xaxis="x", yaxis=f"y{row}",
+                           marker=dict(marker, symbol=SYMBOLS.get(name, "circle"),
+                                       color=ev["severity"].to_numpy(float)),
+                           hovertemplate=hover))
+        traces.append(dict(type="scatter", x=_ms(candles.index[flagged]), y=[detector_label(name)] * len(flagged),
+                           mode="markers", showlegend=False, xaxis="x", yaxis="y", name=detector_label(name),
+                           customdata=custom, hovertemplate=hover,
+                           marker=dict(marker, symbol="square", size=8, color=lane, line=dict(width=0))))
+    _apply_focus(layout, candles, focus, price_axis=None)
     return go.Figure(dict(data=traces, layout=layout), _validate=False)
+
+
+def standalone_html(*figures: go.Figure) -> bytes:
+    """The Explorer's figures as one self-contained HTML file (plotly.js inlined once)."""
+    parts = [fig.to_html(include_plotlyjs=i == 0, full_html=False) for i, fig in enumerate(figures)]
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Surveillance chart</title></head><body>"
+            + "".join(parts) + "</body></html>").encode("utf-8")
+
+
+def _apply_focus(layout: dict, candles: pd.DataFrame, focus, price_axis: str | None) -> None:
+    if focus is None:
+        return
+    layout["xaxis"]["range"] = [_ms([focus[0]])[0], _ms([focus[1]])[0]]
+    window = candles.loc[focus[0]:focus[1]]
+    if price_axis and len(window):
+        layout[price_axis]["range"] = price_range(window)
 
 
 def _bar(candles: pd.DataFrame) -> pd.Timedelta:

@@ -6,14 +6,13 @@ was fitted on the loaded data.
 """
 from __future__ import annotations
 
-
 import pandas as pd
 import streamlit as st
 
 from components import services, state
-from components.views import problem
 from components.controls import DataChoice, DetectorChoice, detector_label
-from data import DataError, INTERVALS, load_candles, validate_candles
+from components.views import problem
+from data import INTERVALS, DataError, load_candles, validate_candles
 from detectors.pipeline import is_flagged
 from detectors.zscore import RollingZScoreDetector
 

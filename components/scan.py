@@ -1,8 +1,14 @@
-"""Watchlist scanning: each symbol loaded and scored with bounded concurrency."""
+"""Scanning for the Scanner page: the batch job (``scan``) started in a background process and
+followed through its report folder, plus today's in-process thread scanner (``scan_watchlist``,
+kept for small ad-hoc use and as the benchmark's baseline)."""
 from __future__ import annotations
 
+import datetime as dt
+import json
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -67,3 +73,111 @@ def scan_watchlist(base: DataChoice, symbols: list[str], chosen: tuple[DetectorC
                 progress(done / len(symbols), f"Scanned {futures[future]} ({done}/{len(symbols)})")
     table = pd.DataFrame(rows, columns=SCAN_COLUMNS)
     return table.sort_values(["max_severity", "recent_events"], ascending=False, ignore_index=True)
+
+
+# ---- background scans (the batch job, on Ray) -----------------------------------------------
+
+def scan_args(choice: DataChoice, chosen: tuple[DetectorChoice, ...], workers: int) -> list[str]:
+    """``surveil scan`` arguments for the sidebar's source, interval, range and detectors."""
+    specs = [[d.name, dict(d.params)] for d in chosen]
+    args = ["--source", choice.source, "--interval", choice.interval,
+            "--start", str(choice.start), "--end", str(choice.end + dt.timedelta(days=1)),
+            "--detectors", json.dumps(specs), "--workers", str(int(workers)), "--seed", str(choice.seed)]
+    if choice.source == "bybit":
+        args += ["--category", choice.category]
+    return args
+
+
+def start_scan(universe: str | list[str], choice: DataChoice, chosen: tuple[DetectorChoice, ...],
+               workers: int = 2) -> Path:
+    """Start the batch scan in a background process; returns its report folder at once. The
+    scan writes to the app's case log (its URL goes by environment, never on the command line)."""
+    from components.services import case_log
+    from scan.background import launch
+    url = case_log().engine.url.render_as_string(hide_password=False)
+    return launch(universe, scan_args(choice, chosen, workers), env={"SURVEILLANCE_CASES_DB_URL": url})
+
+
+def recent_scans(limit: int = 20) -> list[dict]:
+    from scan.background import list_scans
+    return list_scans(limit=limit)
+
+
+def follow(report: str | Path, show: Callable[[dict], None], *, poll: float = 0.5,
+           limit: float = 3600.0) -> dict:
+    """Call ``show(status)`` until the scan is no longer running (or ``limit`` seconds pass).
+
+    Runs inside the page's script: a rerun or a closed tab stops only the following, never the
+    scan, and the next run follows it again from its status file."""
+    from scan.background import is_alive
+    from scan.job import read_status
+    ends = time.monotonic() + limit
+    while True:
+        status = read_status(report) or {"state": "starting", "done": 0, "total": 0, "message": ""}
+        if status.get("state") in ("starting", "running") and not is_alive(Path(report)):
+            status = {**status, "state": "stopped"}
+        show(status)
+        if status.get("state") not in ("starting", "running") or time.monotonic() > ends:
+            return status
+        time.sleep(poll)
+
+
+def scan_results(report: str | Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """(ranked summary, events) of a finished scan, read from its report folder."""
+    from scan.background import load_events, load_summary
+    return load_summary(report), load_events(report)
+
+
+def explorer_target(symbol: str, seed: int) -> tuple[str, int]:
+    """(symbol, demo seed) that opens a scanned symbol in the Explorer (universe names such as
+    DEMO-0007 are a demo symbol at their own seed)."""
+    from scan.universe import demo_spec
+    return demo_spec(symbol, seed)
+
+
+# ---- alert rules (kept in the case database) ---------------------------------------------
+
+def render_alert_rules() -> None:
+    """Alert rules editor: new events of the batch scan that match a rule go to its webhook or
+    e-mail address (see ``alerts``)."""
+    import sqlalchemy as sa
+    import streamlit as st
+
+    from alerts import AlertBook
+    from components.services import case_log
+    from events.kinds import KINDS
+    try:
+        book = AlertBook(case_log().engine)
+        rules = book.rules()
+    except sa.exc.SQLAlchemyError as exc:
+        st.warning(f"Alert rules are unavailable: the case database refused their tables ({type(exc).__name__}).")
+        return
+    with st.expander(f"Alert rules ({len(rules)})", icon=":material/notifications:"):
+        st.caption("Events new to the case log that match a rule are sent by the batch scan: webhook "
+                   "(Slack-compatible JSON) or e-mail (SMTP from SURVEILLANCE_SMTP_HOST), with retries; each "
+                   "links to its case.")
+        for rule in rules:
+            left, right = st.columns([5, 1])
+            watched = rule.symbols or "all symbols"
+            left.markdown(f"**{rule.name}**: {rule.kind or 'any kind'} on {watched}, severity ≥ "
+                          f"{rule.min_severity:.2f} → {rule.channel} `{rule.target[:40]}`"
+                          + ("" if rule.enabled else " (off)"))
+            if right.button("Delete", key=f"alert_delete_{rule.id}"):
+                book.delete_rule(rule.id)
+                st.rerun()
+        with st.form("alert_rule", clear_on_submit=True):
+            cols = st.columns(3)
+            name = cols[0].text_input("Rule name", max_chars=64)
+            channel = cols[1].selectbox("Channel", ["webhook", "email"])
+            target = cols[2].text_input("Webhook URL or e-mail address")
+            cols = st.columns(3)
+            symbols = cols[0].text_input("Symbols", help="Comma separated, watchlist:NAME, or empty for all.")
+            kind = cols[1].selectbox("Kind", ["(any)", *KINDS])
+            minimum = cols[2].slider("Minimum severity", 0.0, 1.0, 0.9, 0.01)
+            if st.form_submit_button("Add rule"):
+                try:
+                    book.add_rule(name, channel=channel, target=target, symbols=symbols,
+                                  kind="" if kind == "(any)" else kind, min_severity=minimum)
+                    st.rerun()
+                except ValueError as exc:
+                    st.error(str(exc))

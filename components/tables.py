@@ -15,11 +15,13 @@ TABLE_COLUMNS = ["start", "end", "kind", "severity", "combined_risk", "detectors
                  "volume_ratio", "z_return", "z_volume", "context_note", "explanation", "explanation_source",
                  "grounded", "recommended_action", "status"]
 EXPORT_COLUMNS = ["event_id", "symbol", "interval", "start", "end", "n_bars", "kind", "severity",
-                  "one_in_bars", "severity_raw", "detectors", "peak_detector", "peak_score", "price_before", "price_end",
+                  "one_in_bars", "severity_raw", "detectors", "peak_detector", "peak_score", "price_before",
+                  "price_end",
                   "return_pct", "max_move_pct", "volume_ratio", "z_return", "z_volume", "scores_json",
                   "news_driven", "context_note", "headlines", "explanation", "explanation_source",
                   "explanation_kind", "confidence", "risk_score", "combined_risk", "risk_note",
-                  "recommended_action", "key_evidence", "grounded", "ungrounded_numbers", "fallback_reason", "status", "note"]
+                  "recommended_action", "key_evidence", "grounded", "ungrounded_numbers", "fallback_reason", "status",
+                  "note"]
 EVIDENCE_FIELDS = [("return_pct", "Return over event (%)"), ("max_move_pct", "Largest move (%)"),
                    ("volume_ratio", "Volume / trailing median (x)"), ("z_return", "Peak return z"),
                    ("z_volume", "Peak volume z"), ("price_before", "Price before"),
@@ -132,14 +134,15 @@ def export_frame(events: pd.DataFrame) -> pd.DataFrame:
     return events[[c for c in EXPORT_COLUMNS if c in events.columns]]
 
 
-def render_exports(events: pd.DataFrame, figure, name: str) -> None:
-    """CSV of the events shown and the chart as a standalone HTML file."""
+def render_exports(events: pd.DataFrame, figures: tuple, name: str) -> None:
+    """CSV of the events shown and the charts as one standalone HTML file (built on click)."""
+    from components.charts import standalone_html
     cols = st.columns(2)
     cols[0].download_button("Download events CSV", to_safe_csv(export_frame(events)),
                             file_name=f"{name}-events.csv", mime="text/csv", key="download_events",
                             on_click="ignore", icon=":material/download:")
     cols[1].download_button("Download chart HTML",
-                            lambda: figure.to_html(include_plotlyjs=True, full_html=True).encode("utf-8"),
+                            lambda: standalone_html(*figures),
                             file_name=f"{name}-chart.html", mime="text/html", key="download_chart",
                             on_click="ignore", icon=":material/monitoring:")
 

@@ -189,7 +189,8 @@ def _demo_chain(symbol: str, expiries: Iterable[Any] | None, as_of: pd.Timestamp
         chain.loc[picked, "volume"] = np.round(flood)
         chain.loc[picked, "open_interest"] = np.round(flood / rng.uniform(6, 12, picked.size))
         chain.loc[picked, "implied_volatility"] += 0.08
-        chain.loc[picked, "last_trade"] = (as_of - pd.to_timedelta(rng.uniform(1, 15, picked.size), unit="min")).floor("s")
+        ago = pd.to_timedelta(rng.uniform(1, 15, picked.size), unit="min")
+        chain.loc[picked, "last_trade"] = (as_of - ago).floor("s")
 
     is_call = (chain["type"] == "call").to_numpy()
     chain["last_price"] = np.maximum(np.round(_black_scholes(

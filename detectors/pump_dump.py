@@ -6,7 +6,6 @@ spike is 5x the usual volume, a price spike is a 3 sigma move.
 from __future__ import annotations
 
 import math
-from typing import Mapping
 
 import numpy as np
 import pandas as pd

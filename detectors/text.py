@@ -7,8 +7,6 @@ to the nearest reference headlines is high.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import NotFittedError

@@ -22,8 +22,17 @@ import numpy as np
 import pandas as pd
 
 from detectors.base import Detector, ParamSpec, check_number, check_whole
-from detectors.features import (FEATURES, MAD_TO_STD, RANGE_FLOOR, SCALE_FLOOR, churn, log_returns, log_volume,
-                                range_ratio, rolling_zscore)
+from detectors.features import (
+    FEATURES,
+    MAD_TO_STD,
+    RANGE_FLOOR,
+    SCALE_FLOOR,
+    churn,
+    log_returns,
+    log_volume,
+    range_ratio,
+    rolling_zscore,
+)
 
 #: Features whose score counts only upward moves (surges), not drops.
 UPWARD_ONLY = frozenset({"volume", "range", "churn"})

@@ -1,8 +1,9 @@
 """From flagged bars to events: one row per group of flagged bars, with evidence.
 
 Plain Python. ``detectors.pipeline`` decides which bars are flagged and how severe they are;
-this groups flagged bars separated by at most ``MERGE_GAP`` unflagged bars into one event. Evidence compares the event with the
-``REFERENCE_BARS`` bars before it, so a long event cannot dilute its own yardstick.
+this groups flagged bars separated by at most ``MERGE_GAP`` unflagged bars into one event.
+Evidence compares the event with the ``REFERENCE_BARS`` bars before it, so a long event
+cannot dilute its own yardstick.
 """
 from __future__ import annotations
 

@@ -13,19 +13,34 @@ import json
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FuturesTimeout, as_completed
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from explain.builtin import (NEWS_AFTER_HOURS, NEWS_WINDOW_HOURS, build_evidence,
-                             explain_builtin, normalise_headlines, recommended_action, to_utc)
+from explain.builtin import (
+    NEWS_AFTER_HOURS,
+    NEWS_WINDOW_HOURS,
+    build_evidence,
+    explain_builtin,
+    normalise_headlines,
+    recommended_action,
+    to_utc,
+)
 from explain.config import ExplainerConfig, load_config
 from explain.grounding import check_grounding
-from explain.llm import (PROMPT_VERSION, LlmOutcome, event_budget, make_client,
-                         prompt_headlines, request_explanation, test_connection)
+from explain.llm import (
+    PROMPT_VERSION,
+    LlmOutcome,
+    event_budget,
+    make_client,
+    prompt_headlines,
+    request_explanation,
+    test_connection,
+)
 from store.explanations import get_cached_many, put_cached, put_cached_many
 
 __all__ = ["explain_events", "ExplainerConfig", "load_config", "test_connection",

@@ -29,7 +29,7 @@ import openai
 
 from explain.builtin import ACTIONS, CONFIDENCES, KINDS, normalise_headlines
 from explain.config import ExplainerConfig
-from explain.http_client import AnswerTooLarge, BoundedClient, MAX_ANSWER_BYTES
+from explain.http_client import MAX_ANSWER_BYTES, AnswerTooLarge, BoundedClient
 
 __all__ = ["PROMPT_VERSION", "SYSTEM_PROMPT", "RESPONSE_FORMAT", "FENCE_OPEN", "FENCE_CLOSE",
            "LlmOutcome", "make_client",

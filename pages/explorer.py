@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from components import controls, links, services, state, tables
-from components.charts import build_anomaly_figure
+from components.charts import build_price_figure, build_signal_figure
 from components.live import render_live_monitor
 from components.views import enrich_events, load_or_stop, score_all, show_data_notes
 from detectors.calibration import rarity_text
@@ -19,12 +19,24 @@ candles = load_or_stop(choice)
 show_data_notes(candles)
 
 
+def price_figure(choice, candles, labels, focus, revision):
+    """The price figure, rebuilt only when the data or the focus changes (a threshold move
+    reuses it, so Streamlit sends the browser the very same figure and Plotly skips it)."""
+    key = (choice.key, focus, revision)
+    memo = st.session_state.get("_price_figure")
+    if memo is None or memo[0] != key:
+        memo = (key, build_price_figure(candles, labels=labels, focus=focus, revision=revision))
+        st.session_state["_price_figure"] = memo
+    return memo[1]
+
+
 @st.fragment
 def analysis() -> dict:
     """Thresholds, events, chart, table and export: a slider or a selection reruns only this."""
     scored, thresholds = score_all(choice, candles, chosen)
     scores, units = scored.scores, scored.units
-    events = scored.detect(thresholds, ensemble.mode, ensemble.k).events if scores else None
+    detection = scored.detect(thresholds, ensemble.mode, ensemble.k) if scores else None
+    events = detection.events if detection is not None else None
     if events is not None:
         events = enrich_events(choice, candles, events, news=news_on, explain=explain_on)
 
@@ -46,12 +58,10 @@ def analysis() -> dict:
               + " on this series.")
     c4.metric("Top kind", "–" if events is None or not len(events) else events["kind"].mode().iat[0].replace("_", " "))
 
-    chart_slot = st.empty()
+    signal_slot, price_slot = st.empty(), st.empty()
     if events is None:
         st.info("Select at least one detector in the sidebar to flag anomalies.")
-        fig = build_anomaly_figure(candles, {}, {}, pd.DataFrame(columns=["start", "end"]), labels=labels,
-                                   revision=choice.key)
-        chart_slot.plotly_chart(fig, key=state.CHART, on_select="ignore")
+        price_slot.plotly_chart(build_price_figure(candles, labels=labels, revision=choice.key), key="price_chart")
         links.write_url(links.view_params(choice, chosen, ensemble, {}, None))
         return {}
 
@@ -75,16 +85,20 @@ def analysis() -> dict:
     if selected is not None:
         pad = (selected["end"] - selected["start"]) * 3 + pd.Timedelta(services.bar_length(candles) * 24)
         focus = (selected["start"] - pad, selected["end"] + pad)
-    fig = build_anomaly_figure(candles, scores, thresholds, events, labels=labels, units=units, focus=focus,
-                               revision=choice.key + str(focus[0] if focus else ""))
-    chart_slot.plotly_chart(fig, key=state.CHART, on_select="rerun", selection_mode=("points", "box"))
+    revision = choice.key + str(focus[0] if focus else "")
+    # Two figures: a threshold move redraws only the light signal layer, never the candles.
+    signals = build_signal_figure(candles, scores, thresholds, events, severity=detection.severity, units=units,
+                                  focus=focus, revision=revision)
+    prices = price_figure(choice, candles, labels, focus, revision)
+    signal_slot.plotly_chart(signals, key=state.CHART, on_select="rerun", selection_mode=("points", "box"))
+    price_slot.plotly_chart(prices, key="price_chart")
     if selected is not None:
         with st.container(border=True):
             tables.render_event_panel(selected)
             tables.render_case_actions(selected)
     else:
         st.caption("Select a row (or press J) to zoom the chart to the event and see its evidence and explanation.")
-    tables.render_exports(table_events, fig, f"{candles.attrs.get('symbol', 'events')}-{choice.interval}")
+    tables.render_exports(table_events, (signals, prices), f"{candles.attrs.get('symbol', 'events')}-{choice.interval}")
     st.session_state[state.CUTS] = thresholds
     view = links.view_params(choice, chosen, ensemble, thresholds, None if selected is None else selected["event_id"])
     st.session_state[links.VIEW] = view

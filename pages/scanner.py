@@ -1,57 +1,126 @@
-"""Scanner: a watchlist scanned with the selected detectors, ranked by highest severity."""
+"""Scanner: a watchlist or a demo universe scanned by the batch job (on Ray, in a background
+process), ranked by highest severity. Progress and results are read from the scan's report
+folder and its events go to the case log, so a closed tab or a rerun loses nothing."""
+import os
+
+import pandas as pd
 import streamlit as st
 
 from components import controls, state
-from components.scan import parse_symbols, scan_watchlist
+from components import scan as scan_ui
 from store.watchlists import load_watchlists, save_watchlist
 
 st.title("Scanner")
 choice = controls.render_data_controls()
 chosen, _, _, _ = controls.render_detector_controls()
-chosen = tuple(d for d in chosen if d.name != "lstm_autoencoder")
 if not chosen:
-    st.info("Select at least one detector in the sidebar (the LSTM is left out of scans: it trains per symbol).")
+    st.info("Select at least one detector in the sidebar.")
     st.stop()
-
-saved = load_watchlists()
-defaults = {"demo": "DEMO, DEMO-USD, ACME, PUMPCOIN", "yahoo": "AAPL, MSFT, NVDA, TSLA, SPY",
-            "bybit": "BTCUSDT, ETHUSDT, SOLUSDT, DOGEUSDT", "csv": ""}
-left, right = st.columns([3, 1])
-pick = right.selectbox("Saved watchlist", ["(typed)"] + sorted(saved))
-text = left.text_area("Symbols", value=", ".join(saved[pick]) if pick in saved else defaults[choice.source],
-                      help="Comma, space or newline separated.", height=80)
-symbols = parse_symbols(text)
-with right.popover("Save as…"):
-    name = st.text_input("Watchlist name", max_chars=40)
-    if st.button("Save watchlist"):
-        try:
-            save_watchlist(name.strip(), symbols)
-            st.success(f"Saved {len(symbols)} symbols as {name!r}.")
-        except ValueError as exc:
-            st.error(str(exc))
-
 if choice.source == "csv":
     st.warning("The scanner loads symbols from a market source; pick Demo, Yahoo or Bybit.")
     st.stop()
-if st.button(f"Scan {len(symbols)} symbols", type="primary", disabled=not symbols):
-    bar = st.progress(0.0, text="Starting…")
-    table = scan_watchlist(choice, symbols, chosen, {},
-                           progress=lambda f, msg: bar.progress(f, text=msg))
-    bar.empty()
-    st.session_state["scan_result"] = table
 
-table = st.session_state.get("scan_result")
-if table is not None:
-    st.caption("Ranked by highest severity, at each detector's default threshold. Select a row to open "
-               "it in the Explorer.")
-    result = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
-                          key="scan_table", width="stretch",
-                          column_config={"max_severity": st.column_config.ProgressColumn(
-                              "Highest severity", min_value=0.0, max_value=1.0, format="%.2f"),
-                              "return_pct": st.column_config.NumberColumn("Return %", format="%+.2f")})
-    rows = [r for r in result.selection.rows if 0 <= r < len(table)]
-    if rows and not table.iloc[rows[0]]["error"]:
-        symbol = table.iloc[rows[0]]["symbol"]
-        if st.button(f"Open {symbol} in the Explorer", icon=":material/open_in_new:"):
-            state.set_value(state.SYMBOL, symbol)
-            st.switch_page("pages/explorer.py")
+kinds = ["Watchlist", "Demo universe"] if choice.source == "demo" else ["Watchlist"]
+what = st.radio("Universe", kinds, horizontal=True, key="scan_universe_kind") if len(kinds) > 1 else kinds[0]
+if what == "Demo universe":
+    count = int(st.number_input("Synthetic symbols (DEMO-0001 ...), each with labelled injected events",
+                                1, 10_000, 50, step=10, key="scan_universe_size"))
+    universe: str | list[str] = f"demo:{count}"
+else:
+    saved = load_watchlists()
+    defaults = {"demo": "DEMO, DEMO-USD, ACME, PUMPCOIN", "yahoo": "AAPL, MSFT, NVDA, TSLA, SPY",
+                "bybit": "BTCUSDT, ETHUSDT, SOLUSDT, DOGEUSDT"}
+    left, right = st.columns([3, 1])
+    pick = right.selectbox("Saved watchlist", ["(typed)"] + sorted(saved))
+    text = left.text_area("Symbols", value=", ".join(saved[pick]) if pick in saved else defaults[choice.source],
+                          help="Comma, space or newline separated.", height=80)
+    universe = scan_ui.parse_symbols(text)
+    count = len(universe)
+    with right.popover("Save as…"):
+        name = st.text_input("Watchlist name", max_chars=40)
+        if st.button("Save watchlist"):
+            try:
+                save_watchlist(name.strip(), universe)
+                st.success(f"Saved {len(universe)} symbols as {name!r}.")
+            except ValueError as exc:
+                st.error(str(exc))
+
+cpus = os.cpu_count() or 2
+workers = int(st.number_input("Ray workers (CPUs on this machine)", 1, cpus, min(2, cpus), key="scan_workers"))
+if any(d.name == "lstm_autoencoder" for d in chosen):
+    st.caption("The LSTM autoencoder trains on every symbol: expect tens of seconds a symbol per worker.")
+if st.button(f"Scan {count} symbols", type="primary", disabled=not count):
+    st.session_state["scan_pick"] = str(scan_ui.start_scan(universe, choice, chosen, workers))
+
+scan_ui.render_alert_rules()
+scans = scan_ui.recent_scans()
+if not scans:
+    st.caption("No scans yet. A scan runs in the background: you can leave this page and come back.")
+    st.stop()
+
+
+def label(status: dict) -> str:
+    started = pd.Timestamp(status.get("started_at") or pd.Timestamp.now(tz="UTC"))
+    return (f"{started:%Y-%m-%d %H:%M:%S} UTC · {status.get('total', 0)} symbols · "
+            f"{status.get('source', '')} {status.get('interval', '')} · {status.get('state', '')}")
+
+
+by_dir = {s["report_dir"]: s for s in scans}
+if st.session_state.get("scan_pick") not in by_dir:
+    st.session_state["scan_pick"] = scans[0]["report_dir"]     # the newest
+picked = st.selectbox("Scan", list(by_dir), key="scan_pick", format_func=lambda d: label(by_dir[d]))
+status = by_dir[picked]
+box = st.empty()
+
+
+def show(current: dict) -> None:
+    total = max(int(current.get("total") or 0), 1)
+    done = int(current.get("done") or 0)
+    engine = current.get("engine") or "Ray (starting)"
+    box.progress(min(done / total, 1.0),
+                 text=f"{current.get('state')}: {done}/{total} symbols on {engine}, "
+                      f"{current.get('errors', 0)} failed, {current.get('new_cases', 0)} new cases")
+
+
+if status.get("state") in ("starting", "running"):
+    status = scan_ui.follow(picked, show)
+else:
+    show(status)
+
+if status.get("state") != "done":
+    st.error(f"The scan {status.get('state')}: {status.get('message') or 'see its log'}")
+    log = os.path.join(picked, "scan.log")
+    if os.path.exists(log):
+        with open(log, encoding="utf-8", errors="replace") as handle:
+            st.code("".join(handle.readlines()[-20:]) or "(empty log)", language=None)
+    st.stop()
+
+summary, _ = scan_ui.scan_results(picked)
+st.success(status.get("message", "Done."))
+recall = status.get("recall") or {}
+if recall:
+    found, labelled = (sum(v[i] for v in recall.values()) for i in (0, 1))
+    st.caption(f"Injected demo events found: {found}/{labelled} (all kinds); per kind: "
+               + ", ".join(f"{k} {f}/{n}" for k, (f, n) in sorted(recall.items())))
+st.caption("Ranked by highest severity. Select a row to open it in the Explorer; its events are in the "
+           "case log (Cases page).")
+table = summary.drop(columns=["labels", "labels_found"]) if not recall else summary
+result = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row", key="scan_table",
+                      width="stretch",
+                      column_config={"max_severity": st.column_config.ProgressColumn(
+                          "Highest severity", min_value=0.0, max_value=1.0, format="%.3f"),
+                          "return_pct": st.column_config.NumberColumn("Return %", format="%+.2f")})
+st.download_button("Summary (CSV)", summary.to_csv(index=False).encode("utf-8"), file_name="scan-summary.csv",
+                   mime="text/csv")
+rows = [r for r in result.selection.rows if 0 <= r < len(table)]
+if rows and not table.iloc[rows[0]]["error"]:
+    symbol = str(table.iloc[rows[0]]["symbol"])
+    target, seed = scan_ui.explorer_target(symbol, int(status.get("seed", choice.seed)))
+
+    def open_in_explorer() -> None:
+        state.set_value(state.SYMBOL, target)
+        if status.get("source") == "demo":
+            state.set_value(state.SEED, seed)
+
+    if st.button(f"Open {symbol} in the Explorer", icon=":material/open_in_new:", on_click=open_in_explorer):
+        st.switch_page("pages/explorer.py")

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import multiprocessing
 import glob
+import multiprocessing
 import os
 import pwd
 import shutil

@@ -26,10 +26,11 @@ def new_app(**kept) -> AppTest:
     return at
 
 
-def chart_spec(at: AppTest) -> dict:
+def chart_spec(at: AppTest, which: int = 0) -> dict:
+    """The Explorer's figures: 0 the signal layer (swimlane, scores), 1 the price figure."""
     charts = at.get("plotly_chart")
-    assert charts, "no chart on the page"
-    return json.loads(charts[0].proto.spec)
+    assert len(charts) > which, "no such chart on the page"
+    return json.loads(charts[which].proto.spec)
 
 
 def events_count(at: AppTest) -> int:
@@ -45,10 +46,17 @@ def explorer():
 
 
 def test_explorer_renders_chart_and_events(explorer):
-    spec = chart_spec(explorer)
-    assert any(trace["type"] == "candlestick" for trace in spec["data"])
+    assert any(trace["type"] == "candlestick" for trace in chart_spec(explorer, 1)["data"])
+    assert any(trace.get("mode") == "markers" for trace in chart_spec(explorer)["data"])   # the flags
     assert events_count(explorer) > 0
     assert len(explorer.dataframe[0].value) == events_count(explorer)
+
+
+def test_a_threshold_move_leaves_the_price_figure_untouched(explorer):
+    before = chart_spec(explorer, 1)
+    slider = next(s for s in explorer.slider if s.label.startswith("Rolling z-score threshold"))
+    slider.set_value(round(slider.value + 0.5, 1)).run()
+    assert chart_spec(explorer, 1) == before
 
 
 def test_choosing_detectors_adds_score_panels():

@@ -2,19 +2,18 @@
 pump-and-dump detectors' own behaviour."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal, assert_series_equal
 from sklearn.base import clone
 
 import detectors
-from evaluation.metrics import evaluate
 from detectors.features import rolling_zscore, trailing_center_scale, volume_ratio
 from detectors.zscore import IncrementalZScore, RollingZScoreDetector
+from evaluation.metrics import evaluate
 
 # The LSTM autoencoder trains for seconds per fit; its own tests (test_lstm.py) cover the
 # contract for it, so this module keeps to the detectors that fit in milliseconds.

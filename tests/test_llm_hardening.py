@@ -44,7 +44,7 @@ def creds_url(server: StubOpenAIServer) -> str:
 
 @pytest.mark.parametrize("url, shown", [
     (f"http://alice:{PASSWORD}@host:11434/v1", "http://host:11434/v1"),
-    (f"https://alice@host/v1", "https://host/v1"),
+    ("https://alice@host/v1", "https://host/v1"),
     (f"alice:{PASSWORD}@host:11434/v1", "host:11434/v1"),
     (f"https://host/v1?api-key={TOKEN}&x=1", "https://host/v1?api-key=***&x=1"),
     (f"https://host/v1?access_token={TOKEN}#f", "https://host/v1?access_token=***#f"),

@@ -13,10 +13,16 @@ import pytest
 
 from data import DataError
 from data.demo import demo_market
-from data.news import (HEADLINE_COLUMNS, MAX_HEADLINE_CHARS, bybit_announcements_to_frame,
-                       clean_text, load_headlines, read_headlines_csv, yahoo_news_to_frame)
-from events.news_context import (add_news_context, is_catalyst_headline,
-                                    is_promotional_headline)
+from data.news import (
+    HEADLINE_COLUMNS,
+    MAX_HEADLINE_CHARS,
+    bybit_announcements_to_frame,
+    clean_text,
+    load_headlines,
+    read_headlines_csv,
+    yahoo_news_to_frame,
+)
+from events.news_context import add_news_context, is_catalyst_headline, is_promotional_headline
 
 FIXTURES = Path(__file__).parent / "fixtures" / "news"
 
@@ -326,8 +332,9 @@ def test_news_driven_move_is_lowered():
 
 def scaled(severity: float, factor: float) -> float:
     """A severity whose decades of rarity are scaled by ``factor`` (how news context adjusts)."""
-    from detectors.calibration import decades_from_severity, severity_from_decades
     import numpy as np
+
+    from detectors.calibration import decades_from_severity, severity_from_decades
     return float(severity_from_decades(decades_from_severity(np.array([severity])) * factor)[0])
 
 

@@ -4,9 +4,9 @@ import json
 import pytest
 
 from data.options import load_option_chain
-from options_flow.analysis import analyze_options_flow
 from explain import ExplainerConfig
 from explain.options import assess_options_flow, options_evidence
+from options_flow.analysis import analyze_options_flow
 from tests.openai_stub_server import StubOpenAIServer
 
 

@@ -54,13 +54,15 @@ def test_yahoo_chain_is_tidy(options_server):
     chain = load_option_chain("yahoo", "AAPL", as_of=AS_OF)
     assert list(chain.columns) == CHAIN_COLUMNS
     assert len(chain) == 20  # 2 expiries x 5 strikes x call/put
-    assert str(chain["expiry"].dtype) == "datetime64[ns, UTC]" and str(chain["last_trade"].dtype) == "datetime64[ns, UTC]"
+    assert str(chain["expiry"].dtype) == "datetime64[ns, UTC]"
+    assert str(chain["last_trade"].dtype) == "datetime64[ns, UTC]"
     for column in ("days_to_expiry", "strike", "last_price", "volume", "open_interest", "implied_volatility"):
         assert chain[column].dtype == "float64", column
     assert chain["in_the_money"].dtype == bool
     assert set(chain["expiry"]) == {pd.Timestamp("2024-01-19", tz="UTC"), pd.Timestamp("2024-01-26", tz="UTC")}
     first = chain.iloc[0]
-    assert first["days_to_expiry"] == pytest.approx((pd.Timestamp("2024-01-19", tz="UTC") - AS_OF) / pd.Timedelta(days=1))
+    days = (pd.Timestamp("2024-01-19", tz="UTC") - AS_OF) / pd.Timedelta(days=1)
+    assert first["days_to_expiry"] == pytest.approx(days)
     assert (first["type"], first["contract"], first["strike"]) == ("call", "AAPL240119C00175000", 175.0)
     missing_volume = chain.set_index("contract").loc["AAPL240119C00195000", "volume"]
     assert missing_volume == 0.0  # Yahoo left it out: NaN -> 0

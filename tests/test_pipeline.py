@@ -44,7 +44,8 @@ def test_one_flag_definition(market):
     scored = detectors.score_detectors(market.candles, ["zscore", "pump_dump"])
     cuts = {"zscore": 4.0, "pump_dump": 2.5}
     result = scored.detect(cuts, mode="max")
-    expected = detectors.is_flagged(scored.scores["zscore"], 4.0) | detectors.is_flagged(scored.scores["pump_dump"], 2.5)
+    expected = (detectors.is_flagged(scored.scores["zscore"], 4.0)
+                | detectors.is_flagged(scored.scores["pump_dump"], 2.5))
     pd.testing.assert_series_equal(result.flagged, expected.rename("flagged"))
     voted = scored.detect(cuts, mode="vote", k=2).flagged
     both = detectors.is_flagged(scored.scores["zscore"], 4.0) & detectors.is_flagged(scored.scores["pump_dump"], 2.5)

@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from store import data_dir
 from store.db import check_name
-from store.watchlists import (delete_watchlist, import_legacy_watchlists, load_watchlists,
-                              save_watchlist)
+from store.watchlists import delete_watchlist, import_legacy_watchlists, load_watchlists, save_watchlist
 from tests.pg import database, pg_server, process_context, start_processes  # noqa: F401
 
 PROCESSES, SAVES = 8, 25

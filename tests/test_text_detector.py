@@ -21,8 +21,7 @@ from sklearn.base import clone
 
 import detectors
 from data.demo import demo_market
-from detectors.embedders import (Embedder, OpenAIEmbedder, TfidfSvdEmbedder,
-                                 available_embedders, create_embedder)
+from detectors.embedders import Embedder, OpenAIEmbedder, TfidfSvdEmbedder, available_embedders, create_embedder
 from detectors.text import TextEmbeddingDetector
 from store.embedding_cache import EmbeddingCache
 

@@ -1,0 +1,147 @@
+"""What an analyst waits for on the Explorer in Chromium, beside a bare Streamlit + Plotly floor.
+
+Run: .venv/bin/python bench/browser.py [--moves 5] [--port 8660]
+
+Needs Debian's chromium (/usr/bin/chromium) and Playwright. Starts the app and a floor page
+(the same number of candles as one Plotly figure, with a slider moving a threshold line and
+no detector work) on loopback, then for about 2,000 and 10,000 hourly demo candles measures
+the time to the first chart and, per threshold-slider move (ArrowRight on the first slider
+labelled "threshold"), the time until the first chart is redrawn and the page is idle.
+Prints medians and app / floor ratios (1.0: the page costs nothing beyond Streamlit + Plotly).
+The app view comes from a deep link (source, range, detectors), so both sizes are one URL.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync"]
+IDLE = ("() => { const a = document.querySelector('[data-testid=\"stApp\"]'); return !!a && "
+        "a.getAttribute('data-test-script-state') === 'notRunning' && "
+        "!document.querySelector('[data-testid=\"stStatusWidget\"]'); }")
+CHART = ("() => { const p = document.querySelector('.js-plotly-plot'); return !!(p && "
+         "p.querySelector('.main-svg') && p.querySelectorAll('g.trace').length > 0); }")
+MARK = "() => { const p = document.querySelector('.js-plotly-plot'); window.__old = p ? p.layout : null; }"
+CHANGED = ("() => { const p = document.querySelector('.js-plotly-plot'); return !!(p && p.layout && "
+           "p.layout !== window.__old && p.querySelector('.main-svg')); }")
+FLOOR = textwrap.dedent('''
+    import numpy as np, pandas as pd, plotly.graph_objects as go, streamlit as st
+    from plotly.subplots import make_subplots
+    st.set_page_config(layout="wide")
+    n = int(st.query_params.get("n", 2184))
+    rng = np.random.default_rng(0)
+    idx = pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC")
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n))); o = np.r_[c[0], c[:-1]]
+    h = np.maximum(o, c) * 1.003; l = np.minimum(o, c) * 0.997; v = rng.lognormal(7, 0.5, n)
+    z = np.abs(rng.standard_t(4, n))
+    cut = st.sidebar.slider("Floor threshold", 0.0, 20.0, 5.5, 0.1)
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, row_heights=[0.6, 0.2, 0.2])
+    fig.add_trace(go.Candlestick(x=idx, open=o, high=h, low=l, close=c), row=1, col=1)
+    fig.add_trace(go.Bar(x=idx, y=v), row=2, col=1)
+    fig.add_trace(go.Scatter(x=idx, y=z, mode="lines"), row=3, col=1)
+    flag = z > cut
+    fig.add_trace(go.Scatter(x=idx[flag], y=c[flag], mode="markers"), row=1, col=1)
+    fig.add_hline(y=cut, row=3, col=1)
+    fig.update_layout(height=700, xaxis_rangeslider_visible=False, showlegend=False)
+    st.metric("Flags", int(flag.sum()))
+    st.plotly_chart(fig)
+''')
+#: candles -> the Explorer's range for DEMO-USD 1h that holds about that many candles
+SIZES = {2184: ("2024-01-01", "2024-03-31"), 10_000: ("2023-02-10", "2024-03-31")}
+
+
+def serve(script: Path, port: int, cwd: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
+                             "--server.port", str(port), "--server.fileWatcherType", "none",
+                             "--browser.gatherUsageStats", "false"],
+                            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait(page, js: str, timeout: float = 300) -> None:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        try:
+            if page.evaluate(js):
+                return
+        except Exception:  # the page is navigating; try again
+            pass
+        time.sleep(0.03)
+    raise TimeoutError(js)
+
+
+def measure(browser, url: str, moves: int) -> tuple[float, float]:
+    """(seconds to the first chart and an idle page, median seconds per slider move)."""
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    started = time.perf_counter()
+    page.goto(url)
+    wait(page, CHART)
+    time.sleep(0.2)
+    wait(page, IDLE)
+    first = time.perf_counter() - started
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text="hreshold").first.get_by_role("slider")
+    times = []
+    for _ in range(moves):
+        thumb.focus()
+        page.evaluate(MARK)
+        started = time.perf_counter()
+        thumb.press("ArrowRight")
+        wait(page, CHANGED, 120)
+        time.sleep(0.2)
+        wait(page, IDLE)
+        times.append(time.perf_counter() - started)
+    page.close()
+    return first, statistics.median(times)
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--moves", type=int, default=5)
+    parser.add_argument("--port", type=int, default=8660)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="browser-bench-"))
+    (tmp / "floor.py").write_text(FLOOR)
+    env = dict(os.environ, SURVEILLANCE_DATA_DIR=str(tmp / "data"))
+    procs = [serve(ROOT / "app.py", args.port, ROOT, env), serve(tmp / "floor.py", args.port + 1, tmp, env)]
+    try:
+        for port in (args.port, args.port + 1):
+            for _ in range(120):
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.5)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+            rows = []
+            for n, (start, end) in SIZES.items():
+                app = (f"http://127.0.0.1:{args.port}/?src=demo&sym=DEMO-USD&iv=1h&from={start}&to={end}"
+                       "&det=zscore")
+                floor = f"http://127.0.0.1:{args.port + 1}/?n={n}"
+                measure(browser, floor, 1), measure(browser, app, 1)          # warm both servers
+                f_first, f_move = measure(browser, floor, args.moves)
+                a_first, a_move = measure(browser, app, args.moves)
+                rows.append((n, f_first, a_first, f_move, a_move))
+            browser.close()
+    finally:
+        for proc in procs:
+            proc.terminate()
+    print(f"{'candles':>8} | {'first chart: floor':>18} {'app':>6} {'ratio':>6} | "
+          f"{'slider move: floor':>18} {'app':>6} {'ratio':>6}")
+    for n, f_first, a_first, f_move, a_move in rows:
+        print(f"{n:>8,} | {f_first:>16.2f} s {a_first:>5.2f}s {a_first / f_first:>5.2f}x | "
+              f"{f_move:>16.2f} s {a_move:>5.2f}s {a_move / f_move:>5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
