@@ -105,7 +105,8 @@ def render_event_panel(event: pd.Series) -> None:
     with right:
         if "explanation" in event and event["explanation"]:
             source = event.get("explanation_source", "")
-            st.caption(f"Explanation · {source}" + ("" if event.get("grounded", True) else " · UNVERIFIED"))
+            st.caption("Explanation" + ("" if event.get("grounded", True) else " · UNVERIFIED"))
+            st.text(f"Written by: {source}")
             st.text(event["explanation"])
             if not event.get("grounded", True):
                 st.warning("This explanation states numbers not found in the evidence. Trust the evidence table.")

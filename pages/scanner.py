@@ -6,7 +6,7 @@ import os
 import pandas as pd
 import streamlit as st
 
-from components import controls, state
+from components import controls, services, state
 from components import scan as scan_ui
 from store.watchlists import load_watchlists, save_watchlist
 
@@ -27,7 +27,7 @@ if what == "Demo universe":
                                 1, 10_000, 50, step=10, key="scan_universe_size"))
     universe: str | list[str] = f"demo:{count}"
 else:
-    saved = load_watchlists()
+    saved = load_watchlists(log=services.case_log())
     defaults = {"demo": "DEMO, DEMO-USD, ACME, PUMPCOIN", "yahoo": "AAPL, MSFT, NVDA, TSLA, SPY",
                 "bybit": "BTCUSDT, ETHUSDT, SOLUSDT, DOGEUSDT"}
     left, right = st.columns([3, 1])
@@ -40,10 +40,12 @@ else:
         name = st.text_input("Watchlist name", max_chars=40)
         if st.button("Save watchlist"):
             try:
-                save_watchlist(name.strip(), universe)
-                st.success(f"Saved {len(universe)} symbols as {name!r}.")
+                save_watchlist(name.strip(), universe, log=services.case_log())
+                st.success(f"Saved {len(universe)} symbols.")
+                st.text(f"Watchlist: {name.strip()}")
             except ValueError as exc:
-                st.error(str(exc))
+                st.error("The watchlist was not saved.")
+                st.text(str(exc))
 
 cpus = os.cpu_count() or 2
 workers = int(st.number_input("Ray workers (CPUs on this machine)", 1, cpus, min(2, cpus), key="scan_workers"))
@@ -88,7 +90,8 @@ else:
     show(status)
 
 if status.get("state") != "done":
-    st.error(f"The scan {status.get('state')}: {status.get('message') or 'see its log'}")
+    st.error(f"The scan did not finish ({status.get('state')}).")
+    st.text(str(status.get("message") or "See its log below."))
     log = os.path.join(picked, "scan.log")
     if os.path.exists(log):
         with open(log, encoding="utf-8", errors="replace") as handle:

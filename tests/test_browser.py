@@ -128,3 +128,152 @@ def test_bad_csv_shows_error_not_traceback(page, app_url, tmp_path):
     detail = page.locator('[data-testid="stText"]').filter(has_text="Open").first.inner_text()
     assert "column" in detail.lower()        # what to fix, as plain text under the heading
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+# --------------------------------------------------------------------------- journeys (issue 12, 13)
+
+def _open(page, url: str):
+    page.goto(url)
+    page.wait_for_selector(".js-plotly-plot", timeout=120_000)
+    _wait_idle(page)
+
+
+def _no_exception(page):
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert "has encountered an error" not in page.locator('[data-testid="stMain"]').inner_text()
+
+
+def _press(page, key: str):
+    """A keyboard shortcut, sent with the focus on the page body (not in a widget)."""
+    page.locator('[data-testid="stMain"] h1').first.click()
+    page.keyboard.press(key)
+    _wait_idle(page)
+
+
+def test_lstm_trains_then_survives_slider_moves_a_reload_and_a_new_session(page, app_url):
+    view = (f"{app_url}/?src=demo&sym=DEMO-USD&iv=1h&from=2024-01-01&to=2024-01-31&det=zscore,lstm_autoencoder"
+            "&p.lstm_autoencoder.epochs=2&p.lstm_autoencoder.units=8")
+    _open(page, view)
+    page.wait_for_selector("text=LSTM autoencoder threshold", timeout=180_000)
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text="LSTM autoencoder threshold").get_by_role("slider")
+    for _ in range(2):
+        thumb.focus()
+        thumb.press("ArrowRight")
+        _wait_idle(page)
+        _no_exception(page)
+    page.reload()
+    page.wait_for_selector("text=LSTM autoencoder threshold", timeout=180_000)
+    _wait_idle(page)
+    _no_exception(page)
+    other = page.context.browser.new_page()          # another analyst, another session
+    try:
+        _open(other, view)
+        other.wait_for_selector("text=LSTM autoencoder threshold", timeout=180_000)
+        _no_exception(other)
+    finally:
+        other.close()
+
+
+def test_a_deep_link_restores_the_view_and_keys_walk_the_events(page, app_url):
+    _open(page, f"{app_url}/?src=demo&sym=DEMO&iv=1h&from=2024-01-01&to=2024-03-20&seed=2&det=zscore,pump_dump"
+                "&t.zscore=4.5")
+    assert "sym=DEMO&" in page.url and "seed=2" in page.url       # written back from the restored controls
+    assert page.locator('[data-testid="stSlider"]').filter(has_text="Pump-and-dump rule threshold").count() == 1
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text="Rolling z-score threshold")
+    assert float(slider.get_by_role("slider").get_attribute("aria-valuetext")) == 4.5
+    _press(page, "j")
+    page.wait_for_selector("text=Event 1 of", timeout=30_000)
+    _press(page, "j")
+    page.wait_for_selector("text=Event 2 of", timeout=30_000)
+    _press(page, "k")
+    page.wait_for_selector("text=Event 1 of", timeout=30_000)
+    assert "ev=" in page.url                          # the open event is part of the link
+    _press(page, "Escape")
+    page.wait_for_selector("text=J opens the first", timeout=30_000)
+    _no_exception(page)
+
+
+def test_a_saved_case_shows_at_once_in_the_panel_and_the_csv(page, app_url):
+    _open(page, f"{app_url}/?src=demo&sym=DEMO-USD&iv=1h&from=2024-01-01&to=2024-02-20&det=zscore")
+    _press(page, "j")
+    page.wait_for_selector("text=Event 1 of", timeout=30_000)
+    form = page.locator('[data-testid="stForm"]')
+    form.locator('[data-testid="stSelectbox"]').click()
+    page.keyboard.type("escalated")
+    page.keyboard.press("Enter")
+    form.get_by_label("Note").fill("spoofing pattern, see order book")
+    form.get_by_role("button", name="Save to case log").click()
+    _wait_idle(page)
+    status = page.locator('[data-testid="stMetric"]').filter(has_text="Status")
+    assert "escalated" in status.inner_text()
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download events CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text(encoding="utf-8"))))
+    saved = [r for r in rows if r["status"] == "escalated"]
+    assert len(saved) == 1 and saved[0]["note"] == "spoofing pattern, see order book"
+
+
+def test_switching_to_yahoo_offline_names_aapl_and_the_network(page, app_url):
+    _open(page, app_url)
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Source").locator("input").click()
+    page.keyboard.type("Stocks")
+    page.keyboard.press("Enter")
+    page.wait_for_selector('[data-testid="stAlertContentError"]', timeout=90_000)
+    _wait_idle(page)
+    main = page.locator('[data-testid="stMain"]').inner_text()
+    assert "AAPL" in main and "network" in main.lower()
+    assert "730" not in main and "DEMO-USD" not in main      # the demo's symbol and dates are gone
+    assert "Fetching" not in main                             # the status box says it failed
+    _no_exception(page)
+
+
+def test_a_headline_zoom_lasts_for_that_visit_only(page, app_url):
+    page.goto(f"{app_url}/news")
+    page.wait_for_selector('[data-testid="stDataFrame"]', timeout=120_000)
+    _wait_idle(page)
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 14, box["y"] + 52)             # the first row's selection box
+    _wait_idle(page)
+    page.get_by_role("button", name="Open the Explorer at").click()
+    page.wait_for_selector("text=opened from a headline", timeout=120_000)
+    _wait_idle(page)
+    page.get_by_role("button", name="Show the whole range").click()
+    _wait_idle(page)
+    assert page.locator("text=opened from a headline").count() == 0
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="News").click()
+    page.wait_for_selector('[data-testid="stDataFrame"]', timeout=120_000)
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Explorer").click()
+    page.wait_for_selector(".js-plotly-plot", timeout=120_000)
+    _wait_idle(page)
+    assert page.locator("text=opened from a headline").count() == 0
+    _no_exception(page)
+
+
+def test_hostile_header_and_headline_are_plain_text_and_fetch_nothing(page, app_url, tmp_path):
+    beacon = "http://127.0.0.1:9/beacon.png"
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    _open(page, app_url)
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Source").locator("input").click()
+    page.keyboard.type("CSV")
+    page.keyboard.press("Enter")
+    hostile = tmp_path / "hostile.csv"
+    hostile.write_text(f"[Reset your password](https://evil.example/reset),![x]({beacon}),https://evil.example/raw\n"
+                       "1,2,3\n", encoding="utf-8")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(hostile))
+    page.wait_for_selector('[data-testid="stAlertContentError"]', timeout=60_000)
+    _wait_idle(page)
+    headlines = tmp_path / "headlines.csv"
+    headlines.write_text("timestamp,headline\n2024-01-05T10:00:00Z,"
+                         f"\"BUY NOW [click](https://evil.example/pump) ![t]({beacon}) https://evil.example/raw\"\n",
+                         encoding="utf-8")
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="News").click()
+    page.wait_for_selector('[data-testid="stFileUploaderDropzoneInput"]', timeout=60_000, state="attached")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').last.set_input_files(str(headlines))
+    _wait_idle(page)
+    page.wait_for_timeout(1500)
+    assert page.locator('a[href*="evil.example"]').count() == 0
+    assert page.locator('img[src*="beacon"]').count() == 0
+    assert not [url for url in requests if "beacon" in url or "evil.example" in url]
+    _no_exception(page)
