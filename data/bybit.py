@@ -196,7 +196,7 @@ def _call(method: Callable[..., dict], sleep: Callable[[float], None], **params:
             why = "timed out" if isinstance(exc, requests.exceptions.Timeout) else "no network"
             error, retry, cause = SourceUnavailableError(
                 f"Cannot reach Bybit for {params.get('symbol', 'announcements')}: {why} "
-                f"({type(exc).__name__}) after {attempt} attempt(s); check the connection and "
+                f"after {attempt} attempt(s); check the connection and "
                 "retry (cached data, if any, is still shown)."), True, exc
             wait = BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS)) - 1]
         except FailedRequestError as exc:

@@ -150,8 +150,8 @@ def fetch_yahoo_news(symbol: str, limit: int, deadline: float | None = None) -> 
     except DataError:
         raise
     except Exception as exc:  # network client: curl_cffi OSError, YFRateLimitError, ...
-        raise DataError(f"Could not fetch Yahoo news for {symbol!r} ({type(exc).__name__}: "
-                        f"{exc}). Check the network or try again in a minute.") from exc
+        from data.yahoo import unreachable_message
+        raise DataError(unreachable_message(f"{symbol} news", exc)) from exc
     return items
 
 
@@ -196,8 +196,11 @@ def fetch_bybit_announcements(limit: int, page_size: int = 100,
     except DataError:
         raise
     except Exception as exc:  # pybit errors, requests exceptions
-        raise DataError(f"Could not fetch Bybit announcements ({type(exc).__name__}: {exc}). "
-                        "Check the network or try again in a minute.") from exc
+        import requests
+        why = "no answer in time" if isinstance(exc, requests.exceptions.Timeout) else (
+            "no network" if isinstance(exc, (requests.exceptions.ConnectionError, OSError)) else "Bybit refused")
+        raise DataError(f"Cannot reach Bybit for its announcements: {why}. Check the connection and try "
+                        "again in a minute.") from exc
     return items[:limit]
 
 

@@ -79,7 +79,7 @@ def unknown_symbol_message(symbol: str, reason: str = "") -> str:
 def unreachable_message(symbol: str, exc: BaseException) -> str:
     kind = type(exc).__name__
     why = "timed out" if "timeout" in kind.lower() or "timed out" in str(exc).lower() else "no network"
-    return (f"{UNREACHABLE} for {symbol}: {why}, or Yahoo is not answering ({kind}). Check the "
+    return (f"{UNREACHABLE} for {symbol}: {why}, or Yahoo is not answering. Check the "
             "connection and retry (cached data, if any, is still shown).")
 
 

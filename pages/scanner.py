@@ -8,6 +8,7 @@ import streamlit as st
 
 from components import controls, services, state
 from components import scan as scan_ui
+from data.export import to_safe_csv
 from store.watchlists import load_watchlists, save_watchlist
 
 st.title("Scanner")
@@ -99,7 +100,8 @@ if status.get("state") != "done":
     st.stop()
 
 summary, _ = scan_ui.scan_results(picked)
-st.success(status.get("message", "Done."))
+st.success("Scan done.")
+st.text(str(status.get("message", "")))
 recall = status.get("recall") or {}
 if recall:
     found, labelled = (sum(v[i] for v in recall.values()) for i in (0, 1))
@@ -110,11 +112,19 @@ st.caption("Ranked by highest severity. Select a row to open it in the Explorer;
 table = summary.drop(columns=["labels", "labels_found"]) if not recall else summary
 result = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row", key="scan_table",
                       width="stretch",
-                      column_config={"max_severity": st.column_config.ProgressColumn(
-                          "Highest severity", min_value=0.0, max_value=1.0, format="%.3f"),
-                          "return_pct": st.column_config.NumberColumn("Return %", format="%+.2f")})
-st.download_button("Summary (CSV)", summary.to_csv(index=False).encode("utf-8"), file_name="scan-summary.csv",
-                   mime="text/csv")
+                      column_config={
+                          "symbol": st.column_config.TextColumn("Symbol"),
+                          "max_severity": st.column_config.ProgressColumn(
+                              "Highest severity", min_value=0.0, max_value=1.0, format="%.3f"),
+                          "rarity": st.column_config.TextColumn("Rarity"),
+                          "events": st.column_config.NumberColumn("Events"),
+                          "recent_events": st.column_config.NumberColumn("Recent events"),
+                          "last_event": st.column_config.DatetimeColumn("Last event (UTC)", format="YYYY-MM-DD HH:mm"),
+                          "top_kind": st.column_config.TextColumn("Top kind"),
+                          "last_close": st.column_config.NumberColumn("Last close", format="%.2f"),
+                          "return_pct": st.column_config.NumberColumn("Return %", format="%+.2f"),
+                          "error": st.column_config.TextColumn("Problem")})
+st.download_button("Summary (CSV)", to_safe_csv(summary), file_name="scan-summary.csv", mime="text/csv")
 rows = [r for r in result.selection.rows if 0 <= r < len(table)]
 if rows and not table.iloc[rows[0]]["error"]:
     symbol = str(table.iloc[rows[0]]["symbol"])

@@ -118,7 +118,7 @@ def test_load_headlines_yahoo_filters_the_range(fake_yfinance):
 
 def test_load_headlines_yahoo_network_error_is_a_data_error(fake_yfinance):
     fake_yfinance.error = OSError("Could not resolve host: finance.yahoo.com")
-    with pytest.raises(DataError, match="Could not fetch Yahoo news for 'CHIP'"):
+    with pytest.raises(DataError, match="Cannot reach Yahoo Finance for CHIP news: no network"):
         load_headlines("yahoo", "CHIP")
 
 
@@ -195,7 +195,7 @@ def test_load_headlines_bybit_errors_are_data_errors(fake_pybit):
 
     fake_pybit.error = FailedRequestError(request="GET /v5/announcements/index", message="Forbidden",
                                           status_code=403, time="12:00:00", resp_headers=None)
-    with pytest.raises(DataError, match="Could not fetch Bybit announcements"):
+    with pytest.raises(DataError, match="Cannot reach Bybit for its announcements"):
         load_headlines("bybit", "BTCUSDT")
 
 

@@ -54,7 +54,7 @@ def test_scanner_page_scans_in_the_background_and_a_new_session_sees_the_result(
     at.number_input(key="scan_workers").set_value(1).run()
     next(b for b in at.button if b.label == "Scan 2 symbols").click().run()   # follows it to the end
     assert not at.exception, at.exception
-    assert any("on ray local, 1 CPU" in s.value for s in at.success), [e.value for e in at.error]
+    assert at.success and any("on ray local, 1 CPU" in t.value for t in at.text), [e.value for e in at.error]
     table = at.dataframe[0].value
     assert sorted(table["symbol"]) == ["DEMO-0001", "DEMO-0002"] and list(table["rank"]) == [1, 2]
 
