@@ -53,6 +53,27 @@ def _start_live(candles: pd.DataFrame, zscore: RollingZScoreDetector) -> dict:
     return {"inc": inc, "tail": candles.iloc[-TAIL_BARS:], "alerts": []}
 
 
+def _send_alerts(choice: DataChoice, tail: pd.DataFrame, new_scores: dict, models: dict, cuts: dict) -> None:
+    """New flags as events (the pipeline's event builder, the fitted detectors' calibration)
+    through the team's alert rules, in a background thread so a slow webhook never holds the
+    page; every delivery is recorded in the case database."""
+    import threading
+
+    from detectors.ensemble import combine_severities
+    from events.build import build_events
+    from scan.job import notifier_for
+    raw = pd.DataFrame({n: s.reindex(tail.index) for n, s in new_scores.items()}, index=tail.index)
+    flags = pd.DataFrame({n: is_flagged(raw[n], cuts.get(n, models[n].threshold)) for n in raw}, index=tail.index)
+    if not flags.to_numpy().any():
+        return
+    severity = pd.DataFrame({n: models[n].severity(raw[n]) for n in raw}, index=tail.index)
+    events = build_events(tail, raw, severity, flags, combine_severities(dict(severity.items())),
+                          flags.any(axis=1), symbol=choice.symbol)
+    notifier = notifier_for(services.case_log())
+    if notifier is not None and len(events):
+        threading.Thread(target=notifier.notify, args=(events,), daemon=True, name="live-alerts").start()
+
+
 def render_live_monitor(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorChoice, ...],
                         thresholds: dict[str, float]) -> None:
     """The live toggle and, when on, a fragment that refreshes every N seconds."""
@@ -95,6 +116,8 @@ def render_live_monitor(choice: DataChoice, candles: pd.DataFrame, chosen: tuple
             for det in others:
                 models[det.name] = services.scored(choice, candles, (det,)).detectors[det.name]
                 new_scores[det.name] = models[det.name].score(live["tail"]).loc[new.index]
+        if len(new):
+            _send_alerts(choice, live["tail"], new_scores, models, cuts)
         for name, values in new_scores.items():
             # The fitted detector's calibration: a live severity means what it means on the chart.
             severity = models[name].severity(values)

@@ -20,6 +20,21 @@ if check.ok:
 else:
     st.error(f"Audit trail broken at row {check.broken_id}: {check.problem}", icon=":material/gpp_bad:")
 
+linked = str(st.query_params.get("event", ""))[:32]   # an alert's link opens its case
+if linked:
+    try:
+        case = log.get(linked)
+    except ValueError:   # not an event id at all
+        case = None
+    with st.container(border=True):
+        if case is None:
+            st.warning("The linked event is not in the case log (yet).")
+            st.text(f"Event id: {linked}")
+        else:
+            st.subheader("Linked case")
+            st.text(f"{case['symbol']} · {case['kind']} · status {case['status']} · severity {case['severity']:.3f}")
+            st.text(f"Event id: {linked} · note: {case['note'] or '(none)'}")
+
 with st.sidebar:
     st.subheader("Filter")
     statuses = st.multiselect("Status", STATUSES, default=["new", "reviewing", "escalated"])

@@ -238,7 +238,7 @@ def _limiter(config: ScanConfig):
     return actor
 
 
-def _notifier(log):
+def notifier_for(log):
     """A Notifier when the case database holds enabled alert rules, else None."""
     import logging
 
@@ -305,7 +305,7 @@ def run_scan(config: ScanConfig, *, workers: int | None = None, address: str | N
         if write_cases:
             from store.cases import CaseLog
             log = CaseLog(cases_url or os.environ.get("SURVEILLANCE_CASES_DB_URL") or None)
-            notifier = _notifier(log) if alerts else None
+            notifier = notifier_for(log) if alerts else None
         rows, frames, recall, done = [], [], {}, 0
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)

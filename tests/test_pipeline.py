@@ -123,3 +123,35 @@ def test_no_module_compares_a_severity_to_a_literal():
             if hits:
                 offenders[str(path.relative_to(ROOT))] = hits
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize("names", [["zscore"], ["pump_dump"], ["isolation_forest"], ["zscore", "pump_dump"]])
+def test_a_flat_market_produces_no_events(names):
+    index = pd.date_range("2024-01-01", periods=600, freq="h", tz="UTC", name="timestamp")
+    flat = pd.DataFrame({c: 100.0 for c in ("open", "high", "low", "close")} | {"volume": 1_000.0}, index=index)
+    result = detectors.detect(flat, names)
+    assert result.events.empty and not result.flagged.any()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"zscore": [3]}, "finite number"), ({"zscore": "3"}, "finite number"), ([("zscore", 3)], "dict"),
+])
+def test_thresholds_of_the_wrong_type_name_the_fix(market, bad, message):
+    with pytest.raises(ValueError, match=message):
+        detectors.detect(market.candles, ["zscore"], thresholds=bad)
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("isolation_forest", {"n_estimators": 10**7}, "n_estimators"),
+    ("isolation_forest", {"threshold": "3"}, "threshold"),
+    ("lstm_autoencoder", {"units": 10**6}, "units"),
+    ("zscore", {"window": True}, "window"),
+])
+def test_absurd_parameters_are_refused_before_any_work(market, name, params, message):
+    with pytest.raises(ValueError, match=message):
+        detectors.detect(market.candles, [(name, params)])
+
+
+def test_scores_of_the_wrong_type_name_the_fix(market):
+    with pytest.raises(ValueError, match="Series"):
+        detectors.from_scores(market.candles, {"zscore": [1.0, 2.0]})
