@@ -82,12 +82,12 @@ def render_live_monitor(choice: DataChoice, candles: pd.DataFrame, chosen: tuple
     st.subheader("Live monitoring")
     cols = st.columns([1, 2])
     on = cols[0].toggle("Live", **state.kept(state.LIVE, False),
-                        help="Poll the newest candles and score them as they arrive.")
+                        help="Poll the newest candles and score them as they arrive. The demo replays one "
+                             "new bar per refresh; Yahoo and Bybit fetch the newest candles.")
+    if not on:
+        return
     every = cols[1].select_slider("Refresh every (seconds)", [2, 5, 10, 30, 60, 300],
                                   **state.kept(state.LIVE_EVERY, 10))
-    if not on:
-        st.caption("Off. The demo replays one new bar per refresh; Yahoo and Bybit fetch the newest candles.")
-        return
     zscore_choice = next((d for d in chosen if d.name == "zscore"), DetectorChoice("zscore", ()))
     zscore = services.scored(choice, candles, (zscore_choice,)).detectors.get("zscore")
     if zscore is None:

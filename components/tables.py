@@ -11,9 +11,9 @@ from components import state
 from data.export import to_safe_csv
 from detectors.calibration import rarity_text
 
-TABLE_COLUMNS = ["start", "end", "kind", "severity", "combined_risk", "detectors", "return_pct",
-                 "volume_ratio", "z_return", "z_volume", "context_note", "explanation", "explanation_source",
-                 "grounded", "recommended_action", "status"]
+#: What the events table shows (the evidence panel and the CSV hold every column).
+TABLE_COLUMNS = ["start", "kind", "severity", "combined_risk", "detectors", "return_pct", "volume_ratio",
+                 "context_note", "explanation", "recommended_action", "status"]
 EXPORT_COLUMNS = ["event_id", "symbol", "interval", "start", "end", "n_bars", "kind", "severity",
                   "one_in_bars", "severity_raw", "detectors", "peak_detector", "peak_score", "price_before",
                   "price_end",

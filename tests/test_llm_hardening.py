@@ -323,3 +323,25 @@ def test_ungrounded_options_answer_leaves_the_statistical_risk(server, options_r
     assert out.risk == pytest.approx(options_result.risk_score)
     assert out.risk_note == ("model risk 0.00 ignored: the assessment states numbers not in the "
                              "metrics (12345); statistical risk used")
+
+
+# --- the shared chaos server: every misbehaviour is a clear reason and a built-in explanation ---
+
+@pytest.mark.parametrize("reply, reason", [
+    ("429", "rate"), ("503", ""), ("garbage", ""), ("hold", "timed out"), ("raw", ""),
+])
+def test_a_misbehaving_llm_server_falls_back_with_a_clear_reason(reply, reason):
+    from tests.chaos_server import HOLD, ChaosServer, Reply, garbage
+    replies = {"429": Reply(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"}),
+               "503": Reply(503, b"upstream down", {"Content-Type": "text/plain"}),
+               "garbage": garbage(), "hold": HOLD, "raw": Reply(raw=b"SSH-2.0-OpenSSH\r\n")}
+    with ChaosServer() as chaos:
+        chaos.everything(replies[reply])
+        config = ExplainerConfig(api_key=KEY, base_url=f"{chaos.url}/v1", model="gpt-test-mini", timeout=1.0)
+        started = time.monotonic()
+        row = explain_events(make_events(), config=config).iloc[0]
+        elapsed = time.monotonic() - started
+    assert row.explanation_source == "built-in" and row.fallback_reason
+    assert reason.lower() in row.fallback_reason.lower()
+    assert KEY not in row.fallback_reason and "Traceback" not in row.fallback_reason
+    assert elapsed < 8.0          # bounded retries inside the deadline, never a hang
