@@ -13,6 +13,7 @@ SYMBOLS = {"zscore": "circle", "isolation_forest": "diamond", "pump_dump": "tria
            "lstm_autoencoder": "square", "ensemble": "star"}
 SEVERITY_SCALE = [[0.0, "#f6c343"], [0.5, "#f08c2e"], [1.0, "#c4161c"]]
 LABEL_FILL = "rgba(40, 110, 220, 0.10)"
+EVENT_FILL = "rgba(220, 60, 40, 0.13)"
 MAX_SPANS = 400               # shaded spans drawn at most (the table lists every event)
 
 
@@ -143,10 +144,11 @@ def _stacked_layout(titles: list[str], heights: list[float], breaks: list[dict],
 
 
 def build_price_figure(candles: pd.DataFrame, *, labels: pd.DataFrame | None = None,
-                       focus: tuple[pd.Timestamp, pd.Timestamp] | None = None, revision: str = "") -> go.Figure:
-    """Candles and volume (and the demo's labelled spans): what a threshold move never changes,
-    so the browser does not redraw thousands of candles for it. Hours a session-bound market
-    never trades are collapsed."""
+                       focus: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+                       highlight: tuple[pd.Timestamp, pd.Timestamp] | None = None, revision: str = "") -> go.Figure:
+    """Candles and volume (the demo's labelled spans, the open event's span): what a threshold
+    move never changes, so the browser does not redraw thousands of candles for it. Hours a
+    session-bound market never trades are collapsed."""
     breaks = session_breaks(candles.index)
     layout, _ = _stacked_layout(["Price", "Volume"], [0.78, 0.22], breaks, revision, 520)
     layout["yaxis"]["range"] = price_range(candles)
@@ -174,6 +176,11 @@ def build_price_figure(candles: pd.DataFrame, *, labels: pd.DataFrame | None = N
                                    fillcolor=LABEL_FILL, line=dict(color="rgba(40,110,220,0.5)", dash="dot", width=1),
                                    name="Labelled (demo ground truth)", hoverinfo="text", hoveron="points+fills",
                                    text=[t for kind in shown["kind"] for t in [f"label: {kind}"] * 5 + [None]]))
+    if highlight is not None:
+        low, high = layout["yaxis"]["range"]
+        traces.append(_spans_trace([highlight[0]], [highlight[1]], _bar(candles), low, high, "y",
+                                   fillcolor=EVENT_FILL, line=dict(color="rgba(196,22,28,0.6)", width=1),
+                                   name="Open event", hoverinfo="skip"))
     _apply_focus(layout, candles, focus, price_axis="yaxis")
     return go.Figure(dict(data=traces, layout=layout), _validate=False)
 

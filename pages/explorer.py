@@ -19,13 +19,13 @@ candles = load_or_stop(choice)
 show_data_notes(candles)
 
 
-def price_figure(choice, candles, labels, focus, revision):
-    """The price figure, rebuilt only when the data or the focus changes (a threshold move
+def price_figure(choice, candles, labels, focus, highlight, revision):
+    """The price figure, rebuilt only when the data or the open event changes (a threshold move
     reuses it, so Streamlit sends the browser the very same figure and Plotly skips it)."""
-    key = (choice.key, focus, revision)
+    key = (choice.key, focus, highlight, revision)
     memo = st.session_state.get("_price_figure")
     if memo is None or memo[0] != key:
-        memo = (key, build_price_figure(candles, labels=labels, focus=focus, revision=revision))
+        memo = (key, build_price_figure(candles, labels=labels, focus=focus, highlight=highlight, revision=revision))
         st.session_state["_price_figure"] = memo
     return memo[1]
 
@@ -89,7 +89,8 @@ def analysis() -> dict:
     # Two figures: a threshold move redraws only the light signal layer, never the candles.
     signals = build_signal_figure(candles, scores, thresholds, events, severity=detection.severity, units=units,
                                   focus=focus, revision=revision)
-    prices = price_figure(choice, candles, labels, focus, revision)
+    highlight = None if selected is None else (selected["start"], selected["end"])
+    prices = price_figure(choice, candles, labels, focus, highlight, revision)
     signal_slot.plotly_chart(signals, key=state.CHART, on_select="rerun", selection_mode=("points", "box"))
     price_slot.plotly_chart(prices, key="price_chart")
     if selected is not None:
