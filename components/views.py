@@ -64,9 +64,13 @@ def score_all(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorC
     left) in a bar this page owns. A detector that fails shows its error and is left out;
     the rest of the page keeps working.
     """
-    cancelled = st.session_state.pop(_CANCELLED, None)
-    if cancelled:
-        st.info(f"Training of the {cancelled} cancelled; it is no longer selected.")
+    if st.session_state.get(_CANCELLED) and not st.session_state.get(_CANCEL_SHOWN):
+        # The click reran only the fragment, whose detector choice is the old one: rerun the
+        # whole page so the choice without the cancelled detector is read.
+        st.session_state[_CANCEL_SHOWN] = True
+        st.rerun()
+    if st.session_state.pop(_CANCEL_SHOWN, None):
+        st.info(f"Training of the {st.session_state.pop(_CANCELLED)} cancelled; it is no longer selected.")
     training = [d for d in chosen if detectors.detector_class(d.name).slow and not services.is_scored(choice, d)]
     progress, slot = None, st.empty()
     if training:
@@ -93,6 +97,7 @@ def score_all(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorC
 
 
 _CANCELLED = "_training_cancelled"
+_CANCEL_SHOWN = "_training_cancel_shown"
 
 
 def _cancel_training(names: list[str], label: str) -> None:

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,9 +204,9 @@ def test_a_saved_case_shows_at_once_in_the_panel_and_the_csv(page, app_url):
     page.keyboard.press("Enter")
     form.get_by_label("Note").fill("spoofing pattern, see order book")
     form.get_by_role("button", name="Save to case log").click()
-    _wait_idle(page)
     status = page.locator('[data-testid="stMetric"]').filter(has_text="Status")
-    assert "escalated" in status.inner_text()
+    expect(status).to_contain_text("escalated", timeout=60_000)   # the save's own rerun, no other action
+    _wait_idle(page)
     with page.expect_download() as info:
         page.get_by_role("button", name="Download events CSV").click()
     rows = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text(encoding="utf-8"))))
@@ -239,14 +240,13 @@ def test_a_headline_zoom_lasts_for_that_visit_only(page, app_url):
     page.wait_for_selector("text=opened from a headline", timeout=120_000)
     _wait_idle(page)
     page.get_by_role("button", name="Show the whole range").click()
-    _wait_idle(page)
-    assert page.locator("text=opened from a headline").count() == 0
+    expect(page.locator("text=opened from a headline")).to_have_count(0, timeout=60_000)
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="News").click()
     page.wait_for_selector('[data-testid="stDataFrame"]', timeout=120_000)
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Explorer").click()
     page.wait_for_selector(".js-plotly-plot", timeout=120_000)
     _wait_idle(page)
-    assert page.locator("text=opened from a headline").count() == 0
+    expect(page.locator("text=opened from a headline")).to_have_count(0)
     _no_exception(page)
 
 
@@ -276,4 +276,42 @@ def test_hostile_header_and_headline_are_plain_text_and_fetch_nothing(page, app_
     assert page.locator('a[href*="evil.example"]').count() == 0
     assert page.locator('img[src*="beacon"]').count() == 0
     assert not [url for url in requests if "beacon" in url or "evil.example" in url]
+    _no_exception(page)
+
+
+def test_lstm_training_can_be_cancelled(page, app_url):
+    page.goto(f"{app_url}/?src=demo&sym=DEMO-USD&iv=1h&from=2024-01-01&to=2024-03-31&det=zscore,lstm_autoencoder"
+              "&p.lstm_autoencoder.epochs=100&p.lstm_autoencoder.units=64")
+    cancel = page.get_by_role("button", name="Cancel training")
+    cancel.wait_for(timeout=120_000)
+    page.wait_for_selector(r"text=/Epoch \d+\/100, loss .* s left/", timeout=120_000)   # progress in plain view
+    cancel.click()
+    page.wait_for_selector("text=cancelled", timeout=120_000)
+    _wait_idle(page)
+    page.wait_for_function("() => !location.href.includes('lstm_autoencoder')", timeout=60_000)
+    assert "det=zscore" in page.url
+    assert page.locator("text=LSTM autoencoder threshold").count() == 0
+    _no_exception(page)
+
+
+def test_an_empty_upload_says_so(page, app_url, tmp_path):
+    _open(page, app_url)
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Source").locator("input").click()
+    page.keyboard.type("CSV")
+    page.keyboard.press("Enter")
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(empty))
+    page.wait_for_selector("text=The uploaded file is empty (0 bytes)", timeout=60_000)
+    _no_exception(page)
+
+
+def test_the_evaluation_page_speaks_plainly(page, app_url):
+    page.goto(f"{app_url}/evaluation")
+    page.wait_for_selector("text=Backtest: step aside during events", timeout=120_000)
+    _wait_idle(page)
+    text = page.locator('[data-testid="stMain"]').inner_text()
+    assert "pr_auc" not in text and "+00:00" not in text and "Error)" not in text
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    assert "PR-AUC" in grid.inner_text() or page.locator("text=PR-AUC").count() > 0
     _no_exception(page)
