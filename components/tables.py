@@ -37,19 +37,22 @@ def render_events_table(events: pd.DataFrame) -> None:
         shown, key=state.EVENTS_TABLE, on_select=partial(_picked, list(events["event_id"])),
         selection_mode="single-row",
         hide_index=True, width="stretch",
+        # Fixed widths: the grid then measures no cell text to size its columns.
         column_config={
-            "start": st.column_config.DatetimeColumn("Start (UTC)", format="YYYY-MM-DD HH:mm"),
-            "end": st.column_config.DatetimeColumn("End (UTC)", format="YYYY-MM-DD HH:mm"),
+            "start": st.column_config.DatetimeColumn("Start (UTC)", format="YYYY-MM-DD HH:mm", width=135),
+            "kind": st.column_config.TextColumn("Kind", width=160),
             "severity": st.column_config.ProgressColumn("Severity", min_value=0.0, max_value=1.0,
-                                                        format="%.2f"),
+                                                        format="%.2f", width=110),
             "combined_risk": st.column_config.NumberColumn(
-                "Risk", format="%.2f", help="w × explainer risk + (1 − w) × severity; w is set in Settings."),
-            "context_note": st.column_config.TextColumn("News context"),
-            "return_pct": st.column_config.NumberColumn("Return %", format="%+.2f"),
-            "volume_ratio": st.column_config.NumberColumn("Vol ×", format="%.1f"),
-            "z_return": st.column_config.NumberColumn("z ret", format="%+.1f"),
-            "z_volume": st.column_config.NumberColumn("z vol", format="%+.1f"),
-            "explanation": st.column_config.TextColumn("Explanation", width="large"),
+                "Risk", format="%.2f", width=60,
+                help="w × explainer risk + (1 − w) × severity; w is set in Settings."),
+            "detectors": st.column_config.TextColumn("Detectors", width=130),
+            "return_pct": st.column_config.NumberColumn("Return %", format="%+.2f", width=80),
+            "volume_ratio": st.column_config.NumberColumn("Vol ×", format="%.1f", width=60),
+            "context_note": st.column_config.TextColumn("News context", width=220),
+            "explanation": st.column_config.TextColumn("Explanation", width=420),
+            "recommended_action": st.column_config.TextColumn("Action", width=90),
+            "status": st.column_config.TextColumn("Case", width=80),
         })
 
 
