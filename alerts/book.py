@@ -1,7 +1,8 @@
 """Alert rules and the delivery record, in the case database (its SQLAlchemy engine).
 
-The tables are created on first use (``alert_rules``, ``alert_deliveries``), beside the case
-log's own, so an alert is stored wherever the cases are (SQLite or PostgreSQL). A delivery is
+The tables (``alert_rules``, ``alert_deliveries``) come from the case database's migrations
+(``store/migrations``, 0003), beside the cases, so an alert is stored wherever the cases are
+(SQLite or PostgreSQL) and the app's role never needs to create tables. A delivery is
 unique per (rule, event): an event alerts each rule once, however often scans find it again.
 """
 from __future__ import annotations
@@ -80,7 +81,6 @@ class AlertBook:
 
     def __init__(self, engine: sa.Engine):
         self.engine = engine
-        _metadata.create_all(engine, checkfirst=True)
 
     def add_rule(self, name: str, *, channel: str, target: str, symbols: str = "", kind: str = "",
                  min_severity: float = 0.0) -> Rule:

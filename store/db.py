@@ -182,7 +182,9 @@ def _grant(conn, role: str) -> None:
     for sql in (f"GRANT USAGE ON SCHEMA {schema} TO {role}",
                 f"GRANT SELECT ON alembic_version, audit TO {role}",
                 f"GRANT SELECT, INSERT, UPDATE ON cases TO {role}",
-                f"GRANT SELECT, INSERT, UPDATE, DELETE ON watchlists, saved_views TO {role}"):
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON watchlists, saved_views TO {role}",
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON alert_rules, alert_deliveries TO {role}",
+                f"GRANT USAGE, SELECT ON SEQUENCE alert_rules_id_seq, alert_deliveries_id_seq TO {role}"):
         conn.exec_driver_sql(sql)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from alerts import AlertBook, Notifier, SmtpSettings
 from store.cases import CaseLog
+from tests.pg import database, pg_server  # noqa: F401
 
 
 class Hook:
@@ -160,3 +161,15 @@ def test_rules_are_checked_and_watchlists_resolve(book):
     rule = book.add_rule("tech", channel="email", target="a@example.com", symbols="watchlist:tech")
     assert rule.symbol_set() == {"AAPL", "NVDA"}
     assert [r.name for r in book.rules()] == ["tech"]
+
+
+def test_the_app_role_keeps_alert_rules_without_creating_tables(database):   # noqa: F811
+    """The alert tables come from the migrations, so a restricted PostgreSQL role can use them."""
+    app_url, admin_url = database
+    CaseLog(app_url, admin_url=admin_url).close()                # the owner migrates (0003 included)
+    log = CaseLog(app_url)                                       # the app's own role, as in a deploy
+    book = AlertBook(log.engine)
+    rule = book.add_rule("pumps", channel="webhook", target="http://127.0.0.1:9/hook", kind="pump_and_dump")
+    book.record(rule, "e" * 16, "sent", 1)
+    assert [r.name for r in book.rules()] == ["pumps"] and book.deliveries()[0]["status"] == "sent"
+    log.close()
