@@ -1,8 +1,10 @@
-"""Data layer: the Parquet disk cache in front of the network sources ("yahoo", "bybit").
+"""Data layer: the disk cache in front of the network sources ("yahoo", "bybit").
 
-Plain Python, no Streamlit. One Parquet file per source/symbol/interval (plus non-default
-options) holds every bar fetched so far; a JSON sidecar beside it records *when and what*
-was fetched (``start``, ``end``, ``fetched_at`` per fetch). A request fetches only the parts
+Plain Python, no Streamlit. Bars live in the market store (``data.market_store``: DuckDB over
+Hive-partitioned Parquet; an update appends new files, history is never rewritten), one
+series per source/symbol/interval (plus non-default options); a JSON sidecar records *when
+and what* was fetched (``start``, ``end``, ``fetched_at`` per fetch), and a file lock lets one
+thread or process at a time fill a series' gaps. A request fetches only the parts
 of its range that no earlier fetch covered, so a second look is instant and works offline.
 
 A fetch covers its range only up to ``fetched_at - one bar - PUBLISH_DELAY``: later bars may
@@ -42,8 +44,6 @@ log = logging.getLogger(__name__)
 #: so the last half hour before a fetch is never trusted as complete.
 PUBLISH_DELAY = pd.Timedelta(minutes=30)
 
-_locks: dict[Path, threading.Lock] = {}
-_locks_guard = threading.Lock()
 
 
 #: Longest file-name part kept as it is; longer ones are cut and told apart by a hash
@@ -67,13 +67,18 @@ def _cache_options(module: ModuleType, query: CandleQuery) -> dict[str, Any]:
             if v is not None and defaults.get(k, object()) != v}
 
 
-def cache_paths(module: ModuleType, query: CandleQuery) -> tuple[Path, Path]:
-    """The Parquet file and its JSON sidecar for ``query`` (options other than the defaults
-    go into the file name, because e.g. Bybit spot and linear BTCUSDT are different series)."""
+def cache_paths(module: ModuleType, query: CandleQuery) -> tuple[str, Path]:
+    """The series key in the market store and the JSON sidecar of fetches for ``query``
+    (options other than the defaults go into both, because e.g. Bybit spot and linear BTCUSDT
+    are different series)."""
+    options = "".join(f".{k}-{v}" for k, v in _cache_options(module, query).items())
     folder = data_dir() / "candles" / _safe_name(query.source) / _safe_name(query.symbol.upper())
-    stem = query.interval + "".join(f".{k}-{v}" for k, v in _cache_options(module, query).items())
-    stem = _safe_name(stem)
-    return folder / f"{stem}.parquet", folder / f"{stem}.json"
+    return query.symbol.upper() + options, folder / f"{_safe_name(query.interval + options)}.json"
+
+
+def _store():
+    from data.market_store import MarketStore
+    return MarketStore(data_dir() / "market")
 
 
 def _settle_time(interval: str) -> pd.Timedelta:
@@ -128,30 +133,27 @@ def describe_age(then: pd.Timestamp, now: pd.Timestamp) -> str:
     return "moments ago"
 
 
-def _lock_for(path: Path) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault(path, threading.Lock())
-
-
-def _read_cache(parquet: Path, sidecar: Path) -> tuple[pd.DataFrame, list[dict]]:
-    """Cached bars and fetch records; anything unreadable counts as no cache (refetch)."""
+def _read_cache(query: CandleQuery, key: str, sidecar: Path) -> tuple[pd.DataFrame, list[dict]]:
+    """Stored bars and fetch records; anything unreadable counts as no cache (refetch), and a
+    damaged series is set aside so the next read does not trip on it again."""
     empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS},
                          index=pd.DatetimeIndex([], tz="UTC", name="timestamp"))
-    if not (parquet.exists() and sidecar.exists()):
+    if not sidecar.exists():
         return empty, []
+    store = _store()
     try:
         fetches = json.loads(sidecar.read_text(encoding="utf-8"))["fetches"]
         covered_ranges(fetches, "1m")  # raises on a malformed record
-        frame = pd.read_parquet(parquet)
-        if not isinstance(frame.index, pd.DatetimeIndex) or frame.index.tz is None:
-            raise ValueError("index is not a tz-aware DatetimeIndex")
-        frame = frame[COLUMNS].astype("float64")
-        frame.index = frame.index.tz_convert("UTC").as_unit("ns")
-        frame.index.name = "timestamp"
+        frame = store.read(query.source, key, query.interval)
     except Exception as exc:  # a damaged cache must never stop the app: fetch again
-        log.warning("Ignoring unreadable candle cache %s: %s", parquet, exc)
+        log.warning("Ignoring unreadable candle cache %s: %s", sidecar, exc)
+        folder = store.series_dir(query.source, key, query.interval)
+        if folder.exists():
+            folder.rename(folder.with_name(f"{folder.name}.damaged-{os.getpid()}-{threading.get_ident()}"))
+        sidecar.unlink(missing_ok=True)
         return empty, []
-    return frame.sort_index(), fetches
+    frame.attrs = {}
+    return frame, fetches
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -165,18 +167,19 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_cache(parquet: Path, sidecar: Path, frame: pd.DataFrame, fetches: list[dict],
+def _write_cache(key: str, sidecar: Path, new_bars: pd.DataFrame, fetches: list[dict],
                  query: CandleQuery, options: dict[str, Any]) -> None:
-    """Parquet first, sidecar second: a crash in between only forgets a fetch (refetched)."""
+    """New bars appended to the market store first (new files only: history is never
+    rewritten), sidecar second: a crash in between only forgets a fetch (refetched)."""
     kept = [item for i, item in enumerate(fetches)
             if not any(pd.Timestamp(later["start"]) <= pd.Timestamp(item["start"])
                        and pd.Timestamp(item["end"]) <= pd.Timestamp(later["end"])
                        for later in fetches[i + 1:])]
     record = {"source": query.source, "symbol": query.symbol, "interval": query.interval,
               "options": {k: str(v) for k, v in options.items()}, "fetches": kept}
-    stored = frame.copy(deep=False)
-    stored.attrs = {}  # pandas writes attrs into the file; only the bars belong there
-    _write_atomic(parquet, lambda tmp: stored.to_parquet(tmp))
+    bars = new_bars.copy(deep=False)
+    bars.attrs = {}
+    _store().append(bars, source=query.source, symbol=key, interval=query.interval, replace=True)
     _write_atomic(sidecar, lambda tmp: tmp.write_text(json.dumps(record, indent=1), encoding="utf-8"))
 
 
@@ -199,9 +202,14 @@ def load_through_cache(module: ModuleType, query: CandleQuery,
     touched the range.
     """
     now = pd.Timestamp.now(tz="UTC") if now is None else now
-    parquet, sidecar = cache_paths(module, query)
-    with _lock_for(parquet):
-        cached, fetches = _read_cache(parquet, sidecar)
+    from filelock import FileLock
+    key, sidecar = cache_paths(module, query)
+    locks = data_dir() / "candles" / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    # One fetcher per series across threads and processes, so two never fetch the same gap
+    # (the lock lives apart, so an unknown symbol leaves no folder behind).
+    with FileLock(str(locks / f"{hashlib.sha1(str(sidecar).encode()).hexdigest()[:20]}.lock"), timeout=120):
+        cached, fetches = _read_cache(query, key, sidecar)
         gaps = missing_ranges(query.start, query.end, covered_ranges(fetches, query.interval))
         new_parts: list[pd.DataFrame] = []
         no_data: NoDataError | None = None
@@ -230,9 +238,11 @@ def load_through_cache(module: ModuleType, query: CandleQuery,
             fetches.append({"start": gap_start.isoformat(), "end": gap_end.isoformat(),
                             "fetched_at": now.isoformat()})
         if new_parts:
-            cached = pd.concat([cached, *new_parts])
+            fresh = pd.concat(new_parts)
+            fresh = fresh[~fresh.index.duplicated(keep="last")].sort_index()
+            cached = pd.concat([cached, fresh])
             cached = cached[~cached.index.duplicated(keep="last")].sort_index()
-            _write_cache(parquet, sidecar, cached, fetches, query, _cache_options(module, query))
+            _write_cache(key, sidecar, fresh, fetches, query, _cache_options(module, query))
 
     result = cached[_in_range(cached, query.start, query.end)].copy()
     if result.empty:

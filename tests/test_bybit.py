@@ -387,4 +387,6 @@ def test_chaos_cached_bars_are_served_with_a_notice_when_the_server_stalls(chaos
     notice = frame.attrs["notice"]
     assert notice.startswith("Offline: showing cached data fetched moments ago; could not fetch "
                              "2024-03-02 00:00 to 2024-03-03 00:00 UTC")
-    assert "Cannot reach Bybit for BTCUSDT: no answer within 0.5 s" in notice and took < 3
+    # the deadline ends it either way: as the total deadline or as a socket timeout cut to the time left
+    assert ("Cannot reach Bybit for BTCUSDT: no answer within 0.5 s" in notice
+            or "Cannot reach Bybit for BTCUSDT: timed out" in notice) and took < 3

@@ -136,7 +136,8 @@ def test_an_unknown_symbol_is_never_cached(source):
         with pytest.raises(SymbolNotFoundError):
             load_through_cache(source, query("2024-03-01", "2024-03-02", symbol="NOPE"), now=NOW)
     assert len(source.fetched) == 2
-    assert not cache_paths(source, query("2024-03-01", "2024-03-02", symbol="NOPE"))[0].parent.exists()
+    assert not cache_paths(source, query("2024-03-01", "2024-03-02", symbol="NOPE"))[1].exists()
+    assert not any("NOPE" in str(path) for path in (data_dir() / "market").rglob("*"))
 
 
 def test_offline_without_cache_raises(source):
@@ -166,45 +167,51 @@ def test_an_empty_gap_is_not_an_error_when_the_range_has_bars(source):
 def test_a_corrupt_cache_file_is_ignored_and_refetched(source, damage):
     q = query("2024-03-01", "2024-03-02")
     load_through_cache(source, q, now=NOW)
-    parquet, sidecar = cache_paths(source, q)
-    (parquet if damage == "parquet" else sidecar).write_bytes(b"\x00not what it claims to be")
+    key, sidecar = cache_paths(source, q)
+    parts = sorted((data_dir() / "market").rglob("part-*.parquet"))
+    (parts[0] if damage == "parquet" else sidecar).write_bytes(b"\x00not what it claims to be")
     frame = load_through_cache(source, q, now=NOW)
     assert len(frame) == 24 and len(source.fetched) == 2
     assert load_through_cache(source, q, now=NOW).equals(frame) and len(source.fetched) == 2
 
 
-def test_files_sidecar_and_atomic_writes(source):
+def test_bars_go_to_the_market_store_and_fetches_to_a_sidecar(source):
     q = query("2024-03-01", "2024-03-02")
     load_through_cache(source, q, now=NOW)
-    parquet, sidecar = cache_paths(source, q)
-    assert parquet == data_dir() / "candles" / "bybit" / "BTCUSDT" / "1h.parquet"
+    key, sidecar = cache_paths(source, q)
+    assert key == "BTCUSDT" and sidecar == data_dir() / "candles" / "bybit" / "BTCUSDT" / "1h.json"
     record = json.loads(sidecar.read_text())
     assert record["fetches"] == [{"start": q.start.isoformat(), "end": q.end.isoformat(),
                                   "fetched_at": NOW.isoformat()}]
-    assert sorted(p.name for p in parquet.parent.iterdir()) == ["1h.json", "1h.parquet"]
+    parts = list((data_dir() / "market").rglob("part-*.parquet"))
+    assert len(parts) == 1 and "symbol=BTCUSDT" in str(parts[0]) and "interval=1h" in str(parts[0])
+    # a later day appends a new file; the first one is never rewritten
+    before = parts[0].stat().st_mtime_ns
+    load_through_cache(source, query("2024-03-02", "2024-03-03"), now=NOW)
+    assert len(list((data_dir() / "market").rglob("part-*.parquet"))) == 2 and parts[0].stat().st_mtime_ns == before
 
 
-def test_non_default_options_get_their_own_file_and_symbols_stay_inside(source):
-    spot, _ = cache_paths(source, query("2024-03-01", "2024-03-02"))
-    linear, _ = cache_paths(source, query("2024-03-01", "2024-03-02", category="linear"))
-    odd, _ = cache_paths(source, query("2024-03-01", "2024-03-02", symbol="../../etc"))
-    assert spot != linear and "category-linear" in linear.name
+def test_non_default_options_get_their_own_series_and_symbols_stay_inside(source):
+    spot = cache_paths(source, query("2024-03-01", "2024-03-02"))
+    linear = cache_paths(source, query("2024-03-01", "2024-03-02", category="linear"))
+    _, odd = cache_paths(source, query("2024-03-01", "2024-03-02", symbol="../../etc"))
+    assert spot[0] != linear[0] and "category-linear" in linear[0] and "category-linear" in linear[1].name
     assert odd.resolve().is_relative_to(data_dir().resolve() / "candles")
 
 
 @settings(max_examples=100, deadline=None, derandomize=True)
 @given(st.text(min_size=1, max_size=400))
 def test_cache_paths_are_safe_for_any_symbol(symbol):
-    parquet, sidecar = cache_paths(FakeSource(), query("2024-03-01", "2024-03-02", symbol=symbol))
+    _, sidecar = cache_paths(FakeSource(), query("2024-03-01", "2024-03-02", symbol=symbol))
     root = (data_dir() / "candles").resolve()
-    for path in (parquet, sidecar):
+    for path in (sidecar,):
         assert path.resolve().is_relative_to(root) and path.parent.parent.name == "bybit"
         assert all(0 < len(part.encode()) <= 80 and not part.startswith(".")
                    for part in path.relative_to(data_dir()).parts)
 
 
 def test_long_and_odd_symbols_get_distinct_short_names():
-    names = {cache_paths(FakeSource(), query("2024-03-01", "2024-03-02", symbol=s))[0].parent.name
+    names = {cache_paths(FakeSource(), query("2024-03-01", "2024-03-02", symbol=s))[1].parent.name
              for s in ("A" * 300, "A" * 301, "BTC/USDT", "BTC_USDT", "^VIX", "EURUSD=X")}
     assert len(names) == 6 and "^VIX" in names and "EURUSD=X" in names
 
