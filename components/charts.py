@@ -17,8 +17,15 @@ EVENT_FILL = "rgba(220, 60, 40, 0.13)"
 MAX_SPANS = 400               # shaded spans drawn at most (the table lists every event)
 
 
+def inert(text) -> str:
+    """Untrusted text (headlines, model output) for a Plotly label: Plotly reads <a>, <b>,
+    <br> in hover text, so angle brackets become look-alikes that it does not."""
+    return str(text if text is not None else "").replace("<", "‹").replace(">", "›")
+
+
 def first_sentence(text: str) -> str:
-    text = str(text or "").strip()
+    """The first sentence of an explanation for a hover label, made inert."""
+    text = inert(text or "").strip()
     cut = text.find(". ")
     return text if cut < 0 else text[: cut + 1]
 

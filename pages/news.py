@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from components import controls, services, state
+from components.charts import inert
 from components.views import problem
 from data import DataError
 from detectors.pipeline import is_flagged
@@ -60,7 +61,7 @@ for flagged, colour, name in ((False, "#8a97ab", "ordinary"), (True, "#c4161c", 
     part = view[view["flagged"] == flagged]
     fig.add_trace(go.Scatter(x=part["timestamp"], y=part["score"], mode="markers", name=name,
                              marker=dict(color=colour, size=7 if flagged else 5),
-                             customdata=part[["headline", "source"]].to_numpy(),
+                             customdata=part[["headline", "source"]].map(inert).to_numpy(),
                              hovertemplate="%{x}<br>%{customdata[1]}<br>%{customdata[0]}<br>score %{y:.3f}"
                                            "<extra></extra>"))
 fig.add_hline(y=threshold, line=dict(dash="dash", color="#c4161c"))

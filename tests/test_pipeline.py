@@ -155,3 +155,9 @@ def test_absurd_parameters_are_refused_before_any_work(market, name, params, mes
 def test_scores_of_the_wrong_type_name_the_fix(market):
     with pytest.raises(ValueError, match="Series"):
         detectors.from_scores(market.candles, {"zscore": [1.0, 2.0]})
+
+
+def test_hover_text_from_an_explanation_cannot_carry_markup():
+    from components.charts import first_sentence
+    shown = first_sentence('<a href="https://evil.example">Reset</a> your password. Then more.')
+    assert "<" not in shown and ">" not in shown and shown.endswith("password.")
