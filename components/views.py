@@ -64,13 +64,15 @@ def score_all(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorC
     left) in a bar this page owns. A detector that fails shows its error and is left out;
     the rest of the page keeps working.
     """
-    if st.session_state.get(_CANCELLED) and not st.session_state.get(_CANCEL_SHOWN):
+    cancelled = st.session_state.pop(_CANCELLED, None)
+    if cancelled:
         # The click reran only the fragment, whose detector choice is the old one: rerun the
         # whole page so the choice without the cancelled detector is read.
-        st.session_state[_CANCEL_SHOWN] = True
+        st.session_state[_CANCEL_NOTICE] = cancelled
         st.rerun()
-    if st.session_state.pop(_CANCEL_SHOWN, None):
-        st.info(f"Training of the {st.session_state.pop(_CANCELLED)} cancelled; it is no longer selected.")
+    notice = st.session_state.pop(_CANCEL_NOTICE, None)
+    if notice:
+        st.info(f"Training of the {notice} cancelled; it is no longer selected.")
     training = [d for d in chosen if detectors.detector_class(d.name).slow and not services.is_scored(choice, d)]
     progress, slot = None, st.empty()
     if training:
@@ -97,7 +99,7 @@ def score_all(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorC
 
 
 _CANCELLED = "_training_cancelled"
-_CANCEL_SHOWN = "_training_cancel_shown"
+_CANCEL_NOTICE = "_training_cancel_notice"
 
 
 def _cancel_training(names: list[str], label: str) -> None:

@@ -18,6 +18,7 @@ answer such as "unknown symbol" is not remembered).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -77,8 +78,14 @@ def cache_paths(module: ModuleType, query: CandleQuery) -> tuple[str, Path]:
 
 
 def _store():
+    """The market store of the current data folder (one per folder: it holds DuckDB connections)."""
+    return _store_at(str(data_dir() / "market"))
+
+
+@functools.lru_cache(maxsize=8)
+def _store_at(root: str):
     from data.market_store import MarketStore
-    return MarketStore(data_dir() / "market")
+    return MarketStore(root)
 
 
 def _settle_time(interval: str) -> pd.Timedelta:

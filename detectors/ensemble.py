@@ -1,7 +1,8 @@
 """Combining detectors through their severities (detection layer).
 
-Every detector's severity is 0.5 exactly at its own threshold, so a combination of
-severities is flagged at 0.5 whatever the detectors' units are.
+Severities are calibrated (``detectors.calibration``): equal values are equally rare for
+every detector, so they combine like with like. What is flagged is decided elsewhere, on raw
+scores against thresholds (``detectors.pipeline.is_flagged``).
 """
 from __future__ import annotations
 

@@ -68,9 +68,6 @@ def _check_params(window: Any, features: Any, threshold: Any, min_periods: Any,
         check_number("threshold", threshold, 0.0, 1e6, example="4.0")
     if min_periods is not None:
         check_whole("min_periods", min_periods, 2, window)
-    if min_periods is not None and not 2 <= min_periods <= window:
-        raise ValueError(f"min_periods must be between 2 and window ({window}); "
-                         f"got {min_periods!r}.")
 
 
 class RollingZScoreDetector(Detector):

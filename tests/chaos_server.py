@@ -15,12 +15,14 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Iterator
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+
+from tests.loopback import loopback_server
 
 
 @dataclass
@@ -77,11 +79,7 @@ class ChaosServer:
         self._routes: dict[str, list[Reply | Handler]] = {}
         self._lock = threading.Lock()
         self.stopping = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.02}, daemon=True)
+        self._server, self._thread = loopback_server(self._handler_class())
 
     @property
     def url(self) -> str:

@@ -16,8 +16,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.loopback import loopback_server
 
 
 def chat_completion(content: str | None, *, refusal: str | None = None,
@@ -74,11 +76,7 @@ class StubOpenAIServer:
         self.requests: list[ReceivedRequest] = []
         self._queue: deque[ScriptedResponse] = deque()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.02}, daemon=True)
+        self._server, self._thread = loopback_server(self._handler_class())
 
     @property
     def base_url(self) -> str:
