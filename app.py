@@ -38,6 +38,9 @@ else:
         st.sidebar.caption(f"Signed in as {st.user.get('email') or st.user.get('name')}")
         st.sidebar.button("Sign out", on_click=st.logout)
     page = st.navigation(PAGES)
+    if page.url_path in ("", "explorer") and "event" in st.query_params and "src" not in st.query_params:
+        # An alert's link (the root with ?event=ID) opens that case on the Cases page.
+        st.switch_page("pages/cases.py", query_params={"event": st.query_params["event"]})
     if page.url_path not in ("", "explorer"):
         # A zoom opened from a headline lasts for that visit to the Explorer, not every later one.
         st.session_state.pop("focus_time", None)

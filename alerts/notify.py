@@ -71,7 +71,9 @@ class Notifier:
     # ---- the message ----------------------------------------------------------------------
 
     def link(self, event: dict) -> str:
-        return f"{self.app_url}/cases?event={quote(str(event['event_id']), safe='')}"
+        # The app's root, not /cases: a server's first visit to a page path would run that page
+        # without app.py (Streamlit's pages/ folder mode), skipping its sign-in gate.
+        return f"{self.app_url}/?event={quote(str(event['event_id']), safe='')}"
 
     def message(self, event: dict) -> tuple[str, str]:
         start = pd.Timestamp(event.get("start"))

@@ -50,9 +50,17 @@ else:
     st.dataframe(flagged[["contract", "type", "expiry", "strike", "volume", "open_interest", "vol_oi_ratio",
                           "implied_volatility", "last_trade", "reasons"]],
                  hide_index=True, width="stretch",
-                 column_config={"expiry": st.column_config.DateColumn("Expiry"),
+                 column_config={"contract": st.column_config.TextColumn("Contract"),
+                                "type": st.column_config.TextColumn("Type"),
+                                "expiry": st.column_config.DateColumn("Expiry"),
+                                "strike": st.column_config.NumberColumn("Strike"),
+                                "volume": st.column_config.NumberColumn("Volume"),
+                                "open_interest": st.column_config.NumberColumn("Open interest"),
                                 "vol_oi_ratio": st.column_config.NumberColumn("Vol / OI", format="%.1f"),
-                                "implied_volatility": st.column_config.NumberColumn("IV", format="%.2f")})
+                                "implied_volatility": st.column_config.NumberColumn("IV", format="%.2f"),
+                                "last_trade": st.column_config.DatetimeColumn("Last trade (UTC)",
+                                                                              format="YYYY-MM-DD HH:mm"),
+                                "reasons": st.column_config.TextColumn("Why unusual")})
 
 st.subheader("Volume by strike and expiry")
 side = st.radio("Side", ["calls", "puts", "both"], horizontal=True)

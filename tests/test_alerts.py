@@ -104,12 +104,12 @@ def test_matching_events_reach_the_webhook_and_smtp_once(book, hook, smtp):
     notifier = Notifier(book, smtp=smtp.settings, app_url="https://surveil.example", backoff=0.01)
     assert notifier.notify(EVENTS) == {"matched": 2, "sent": 2, "failed": 0}
     [body] = web.bodies
-    assert body["event_id"] == "e1" and body["link"] == "https://surveil.example/cases?event=e1"
-    assert "price_spike on AAPL" in body["text"] and "<https://surveil.example/cases?event=e1|" in body["text"]
+    assert body["event_id"] == "e1" and body["link"] == "https://surveil.example/?event=e1"
+    assert "price_spike on AAPL" in body["text"] and "<https://surveil.example/?event=e1|" in body["text"]
     [(to, raw)] = smtp.messages
     mail = email.message_from_string(raw, policy=email.policy.default)
     assert to == ["desk@example.com"] and mail["Subject"].startswith("[surveillance] volume_surge on MSFT")
-    assert "Case: https://surveil.example/cases?event=e2" in mail.get_content()
+    assert "Case: https://surveil.example/?event=e2" in mail.get_content()
     # A later scan finds the same events again: nothing is sent twice.
     assert notifier.notify(EVENTS) == {"matched": 0, "sent": 0, "failed": 0}
     assert len(web.bodies) == 1 and len(smtp.messages) == 1

@@ -380,10 +380,10 @@ def test_an_alert_link_opens_its_case_on_the_cases_page():
     open_first_event(at)
     event = at.session_state["selected_event"]
     next(b for b in at.button if b.label == "Save to case log").click().run()
-    cases = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    cases = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)   # the link: the root, ?event=ID
     cases.secrets["test"] = "1"
     cases.query_params["event"] = event
-    cases.switch_page("pages/cases.py").run()
+    cases.run()
     assert not cases.exception
     assert any(h.value == "Linked case" for h in cases.subheader)
     assert any(event in t.value for t in cases.text)
