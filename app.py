@@ -8,13 +8,13 @@ import streamlit as st
 st.set_page_config(page_title="Market surveillance", page_icon=":material/monitoring:", layout="wide")
 
 PAGES = [
-    st.Page("pages/explorer.py", title="Explorer", icon=":material/candlestick_chart:", default=True),
-    st.Page("pages/news.py", title="News", icon=":material/newspaper:"),
-    st.Page("pages/options_flow.py", title="Options flow", icon=":material/ssid_chart:"),
-    st.Page("pages/cases.py", title="Cases", icon=":material/gavel:"),
-    st.Page("pages/evaluation.py", title="Evaluation & backtest", icon=":material/query_stats:"),
-    st.Page("pages/scanner.py", title="Scanner", icon=":material/radar:"),
-    st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
+    st.Page("app_pages/explorer.py", title="Explorer", icon=":material/candlestick_chart:", default=True),
+    st.Page("app_pages/news.py", title="News", icon=":material/newspaper:"),
+    st.Page("app_pages/options_flow.py", title="Options flow", icon=":material/ssid_chart:"),
+    st.Page("app_pages/cases.py", title="Cases", icon=":material/gavel:"),
+    st.Page("app_pages/evaluation.py", title="Evaluation & backtest", icon=":material/query_stats:"),
+    st.Page("app_pages/scanner.py", title="Scanner", icon=":material/radar:"),
+    st.Page("app_pages/settings.py", title="Settings", icon=":material/settings:"),
 ]
 
 
@@ -40,7 +40,7 @@ else:
     page = st.navigation(PAGES)
     if page.url_path in ("", "explorer") and "event" in st.query_params and "src" not in st.query_params:
         # An alert's link (the root with ?event=ID) opens that case on the Cases page.
-        st.switch_page("pages/cases.py", query_params={"event": st.query_params["event"]})
+        st.switch_page("app_pages/cases.py", query_params={"event": st.query_params["event"]})
     if page.url_path not in ("", "explorer"):
         # A zoom opened from a headline lasts for that visit to the Explorer, not every later one.
         st.session_state.pop("focus_time", None)

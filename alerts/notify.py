@@ -71,8 +71,7 @@ class Notifier:
     # ---- the message ----------------------------------------------------------------------
 
     def link(self, event: dict) -> str:
-        # The app's root, not /cases: a server's first visit to a page path would run that page
-        # without app.py (Streamlit's pages/ folder mode), skipping its sign-in gate.
+        # The app's root: app.py routes ?event=ID to the Cases page after its sign-in gate.
         return f"{self.app_url}/?event={quote(str(event['event_id']), safe='')}"
 
     def message(self, event: dict) -> tuple[str, str]:

@@ -31,7 +31,7 @@ from evaluation.metrics import evaluate  # noqa: E402
 SYMBOLS = ("DEMO", "DEMO-USD")
 INTERVALS = ("1h", "15m", "1d")
 TARGET_KINDS = ("pump_and_dump", "flash_crash", "volume_surge")
-BASE = ("zscore", "isolation_forest", "pump_dump")
+BASE = ("zscore", "isolation_forest", "pump_dump", "flash_crash")
 DEFAULT = "default detection"
 
 

@@ -30,7 +30,7 @@ from data import validate_candles  # noqa: E402
 from detectors.features import rolling_zscore  # noqa: E402
 from detectors.pipeline import DEFAULT_SPECS  # noqa: E402
 
-BASE = ("zscore", "pump_dump", "isolation_forest")
+BASE = ("zscore", "pump_dump", "flash_crash", "isolation_forest")
 
 
 def load(root: Path, symbol: str) -> pd.DataFrame:

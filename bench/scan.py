@@ -212,7 +212,7 @@ def store_bench(symbols, end) -> dict:
     return out
 
 
-ENSEMBLE = ("zscore", "isolation_forest", "pump_dump")
+ENSEMBLE = ("zscore", "isolation_forest", "pump_dump", "flash_crash")
 
 
 def unit_costs(end) -> dict:

@@ -10,7 +10,7 @@ from detectors.pipeline import is_flagged
 
 MAX_CANDLES_DRAWN = 2000      # beyond this, candles are resampled for drawing (scores stay exact)
 SYMBOLS = {"zscore": "circle", "isolation_forest": "diamond", "pump_dump": "triangle-up",
-           "lstm_autoencoder": "square", "ensemble": "star"}
+           "flash_crash": "triangle-down", "lstm_autoencoder": "square", "ensemble": "star"}
 SEVERITY_SCALE = [[0.0, "#f6c343"], [0.5, "#f08c2e"], [1.0, "#c4161c"]]
 LABEL_FILL = "rgba(40, 110, 220, 0.10)"
 EVENT_FILL = "rgba(220, 60, 40, 0.13)"

@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable, Iterator, TypeVar
 
 from requests.adapters import HTTPAdapter
+from requests.exceptions import Timeout as RequestsTimeout
 
 from data import DataError
 
@@ -156,6 +157,9 @@ def run_with_deadline(fetch: Callable[[Progress | None], T], what: str, *,
         if kind == "progress":
             progress(*value)
         elif kind == "error":
+            if isinstance(value, (TimeoutError, RequestsTimeout)) and time.monotonic() >= end - 0.05:
+                # A socket timeout cut to the deadline races the deadline itself: it is the deadline.
+                raise _late(what, total) from value
             raise value
         else:
             return value

@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "zscore": "detectors.zscore:RollingZScoreDetector",
     "isolation_forest": "detectors.iforest:IsolationForestDetector",
     "pump_dump": "detectors.pump_dump:PumpDumpDetector",
+    "flash_crash": "detectors.pump_dump:FlashCrashDetector",
     "lstm_autoencoder": "detectors.lstm:LstmAutoencoderDetector",
     "text_embedding": "detectors.text:TextEmbeddingDetector",
 }

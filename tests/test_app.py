@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from detectors.pipeline import DEFAULT_SPECS
+
 pytestmark = pytest.mark.xdist_group("apptest")
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["pages/explorer.py", "pages/news.py", "pages/options_flow.py", "pages/cases.py",
-         "pages/evaluation.py", "pages/scanner.py", "pages/settings.py"]
+PAGES = ["app_pages/explorer.py", "app_pages/news.py", "app_pages/options_flow.py", "app_pages/cases.py",
+         "app_pages/evaluation.py", "app_pages/scanner.py", "app_pages/settings.py"]
 
 
 def new_app(**kept) -> AppTest:
@@ -156,7 +158,7 @@ def test_signed_in_user_sees_the_app_and_is_the_analyst():
     at.run()
     assert not at.exception
     assert at.get("plotly_chart")
-    at.switch_page("pages/settings.py").run()
+    at.switch_page("app_pages/settings.py").run()
     assert any("ana@example.com" in m.value for m in at.markdown)
 
 
@@ -183,7 +185,7 @@ def test_case_saved_from_explorer_appears_in_the_cases_page_with_audit():
     form_status.set_value("escalated")
     next(b for b in at.button if "Save to case log" in b.label).click().run()
     assert not at.exception
-    at.switch_page("pages/cases.py").run()
+    at.switch_page("app_pages/cases.py").run()
     assert not at.exception
     cases = at.dataframe[0].value
     assert list(cases["status"]) == ["escalated"]
@@ -198,8 +200,8 @@ def test_controls_keep_their_values_across_pages():
     at = new_app()
     at.run()
     at.multiselect(key="detectors").set_value(["zscore", "isolation_forest"]).run()
-    at.switch_page("pages/settings.py").run()
-    at.switch_page("pages/explorer.py").run()
+    at.switch_page("app_pages/settings.py").run()
+    at.switch_page("app_pages/explorer.py").run()
     assert not at.exception
     assert at.multiselect(key="detectors").value == ["zscore", "isolation_forest"]
 
@@ -230,7 +232,7 @@ def test_news_page_flags_promotional_headlines_and_threshold_filters():
     at = new_app()
     at.session_state["symbol"] = "PUMPCOIN"
     at.run()
-    at.switch_page("pages/news.py").run()
+    at.switch_page("app_pages/news.py").run()
     assert not at.exception
     flagged = int(next(m for m in at.metric if m.label == "Flagged").value)
     assert flagged > 0
@@ -255,7 +257,7 @@ def test_network_failure_is_a_message_in_the_page(monkeypatch, source, symbol):
     assert not at.exception
     assert any("Cannot load" in e.value for e in at.error)
     assert any("no network" in t.value for t in at.text)      # the detail is plain text
-    at.switch_page("pages/settings.py").run()      # the rest of the app keeps working
+    at.switch_page("app_pages/settings.py").run()      # the rest of the app keeps working
     assert not at.exception
 
 
@@ -265,7 +267,7 @@ def test_settings_show_the_active_model_but_never_the_key():
     at.secrets["OPENAI_API_KEY"] = secret
     at.secrets["OPENAI_MODEL"] = "gpt-test-mini"
     at.run()
-    at.switch_page("pages/settings.py").run()
+    at.switch_page("app_pages/settings.py").run()
     assert not at.exception
     shown = " ".join(str(e.value) for kind in ("markdown", "caption", "text", "text_input")
                      for e in getattr(at, kind))
@@ -284,7 +286,7 @@ def test_a_broken_timeout_setting_is_a_warning_not_a_crash(monkeypatch):
 def test_scanner_ranks_the_watchlist():
     at = new_app()
     at.run()
-    at.switch_page("pages/scanner.py").run()
+    at.switch_page("app_pages/scanner.py").run()
     next(b for b in at.button if b.label.startswith("Scan ")).click().run()
     assert not at.exception
     table = at.dataframe[0].value
@@ -296,9 +298,9 @@ def test_a_control_drawn_on_two_pages_keeps_its_value():
     at = new_app()
     at.run()
     at.multiselect(key="detectors").set_value(["zscore"]).run()
-    at.switch_page("pages/scanner.py").run()
+    at.switch_page("app_pages/scanner.py").run()
     assert at.multiselect(key="detectors").value == ["zscore"]
-    at.switch_page("pages/explorer.py").run()
+    at.switch_page("app_pages/explorer.py").run()
     assert at.multiselect(key="detectors").value == ["zscore"]
 
 
@@ -343,7 +345,8 @@ def test_a_hostile_link_is_ignored_and_named():
     at.query_params.update({"src": "demo", "det": "zscore,rm -rf", "from": "yesterday", "seed": "7"})
     at.run()
     assert not at.exception
-    assert at.multiselect(key="detectors").value == ["zscore"]      # the default, not the link's
+    default = [n for n, _ in DEFAULT_SPECS]
+    assert at.multiselect(key="detectors").value == default      # the default, not the link's
     assert any("det=" in t.value and "from=" in t.value for t in at.text)
 
 

@@ -292,9 +292,33 @@ def test_pump_dump_scores_the_shape_at_the_dump():
     assert det.score(rising).iloc[156:160].max() < det.threshold
 
 
+def test_flash_crash_scores_the_mirrored_shape_at_the_rebound():
+    rng = np.random.default_rng(2)
+    returns = rng.normal(0.0, 0.01, 200)
+    volume = rng.lognormal(8.0, 0.2, 200)
+    returns[150:152] = [-0.09, -0.07]                          # the crash
+    returns[152:155] = [0.05, 0.04, 0.03]                      # most of it comes back
+    volume[150:155] *= 8
+    frame = _frame(100 * np.exp(np.cumsum(returns)), volume)
+    det = detectors.create("flash_crash").fit(frame)
+    scores, parts = det.score(frame), det.score_components(frame)
+    assert list(parts.columns) == ["fall_z", "rebound_z", "volume_factor"]
+    assert scores.iloc[:151].max() < det.threshold           # nothing before the rebound
+    assert scores.iloc[152:155].max() > 1.5 * det.threshold
+    # a crash that does not come back is no flash crash, and a pump scores nothing here
+    falling = frame.copy()
+    falling["close"] = 100 * np.exp(np.cumsum(np.r_[returns[:152], [-0.02] * 3, returns[155:]]))
+    assert det.score(falling).iloc[152:158].max() < det.threshold
+    pumped = frame.copy()
+    pumped["close"] = 100 * np.exp(np.cumsum(np.r_[returns[:150], -returns[150:155], returns[155:]]))
+    assert det.score(pumped).iloc[150:158].max() < det.threshold
+    assert detectors.create("pump_dump").fit(pumped).score(pumped).iloc[152:155].max() > det.threshold
+
+
 @pytest.mark.parametrize("name, params, kinds, recall", [
     ("zscore", {}, ["flash_crash", "news_gap"], 0.8),
     ("pump_dump", {}, ["pump_and_dump"], 1.0),
+    ("flash_crash", {}, ["flash_crash"], 0.6),
     ("isolation_forest", {}, ["flash_crash", "news_gap"], 0.8),
 ])
 def test_each_detector_finds_the_kinds_it_is_meant_for(market, name, params, kinds, recall):

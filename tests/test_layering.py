@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = {"streamlit", "components", "pages", "app"}
+APP = {"streamlit", "components", "app_pages", "app"}
 #: package -> the project packages it may import (anything else of the project is a layering error).
 ALLOWED = {
     "store": set(),
@@ -20,8 +20,8 @@ ALLOWED = {
     "alerts": {"store"},
     "scan": {"alerts", "data", "detectors", "evaluation", "store"},
     "components": {"alerts", "data", "detectors", "events", "evaluation", "explain", "options_flow", "scan", "store"},
-    "pages": {"alerts", "components", "data", "detectors", "events", "evaluation", "explain", "options_flow", "scan",
-              "store"},
+    "app_pages": {"alerts", "components", "data", "detectors", "events", "evaluation", "explain", "options_flow",
+                  "scan", "store"},
 }
 PROJECT = set(ALLOWED) | {"app"}
 
@@ -42,7 +42,7 @@ def test_every_import_respects_the_layers():
     for package, allowed in ALLOWED.items():
         for path in (ROOT / package).rglob("*.py"):
             imported = imported_modules(path)
-            library = package not in ("components", "pages")
+            library = package not in ("components", "app_pages")
             bad = {m for m in imported if m in PROJECT and m != package and m not in allowed}
             if library:
                 bad |= imported & APP
@@ -76,3 +76,10 @@ def test_tensorflow_only_imported_for_the_lstm():
                "    if name != 'lstm_autoencoder': detectors.create(name)\n"
                "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     assert out == "False False"
+
+
+def test_no_pages_folder_lets_streamlit_skip_app_py():
+    """A ``pages/`` folder beside app.py turns on Streamlit's folder mode: a fresh server first
+    opened at /cases would run that page without app.py and its sign-in gate."""
+    assert not (ROOT / "pages").exists()
+    assert (ROOT / "app_pages" / "explorer.py").is_file()

@@ -117,7 +117,7 @@ def test_settings_page_shows_the_url_without_credentials_as_plain_text(server):
     from streamlit.testing.v1 import AppTest
     echo = f"**bold** rejected {creds_url(server)} [link](http://x) {KEY}"
     server.enqueue(error_body(echo), status=400)
-    at = AppTest.from_file(str(ROOT / "pages" / "settings.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "settings.py"), default_timeout=60)
     at.secrets["OPENAI_API_KEY"] = KEY
     at.secrets["OPENAI_BASE_URL"] = creds_url(server)
     at.secrets["OPENAI_MODEL"] = "gpt-test-mini"

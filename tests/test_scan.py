@@ -42,7 +42,7 @@ def _scanner(at_start=dt.date(2024, 1, 1), at_end=dt.date(2024, 1, 14)):
     at.session_state["start_date"] = at_start
     at.session_state["end_date"] = at_end
     at.run()
-    at.switch_page("pages/scanner.py").run()
+    at.switch_page("app_pages/scanner.py").run()
     return at
 
 
@@ -57,6 +57,8 @@ def test_scanner_page_scans_in_the_background_and_a_new_session_sees_the_result(
     assert at.success and any("on ray local, 1 CPU" in t.value for t in at.text), [e.value for e in at.error]
     table = at.dataframe[0].value
     assert sorted(table["symbol"]) == ["DEMO-0001", "DEMO-0002"] and list(table["rank"]) == [1, 2]
+    picker = at.selectbox(key="scan_pick")
+    assert picker.format_func(picker.value).endswith("· done"), picker.format_func(picker.value)
 
     # A closed tab loses nothing: a fresh session lists the scan and shows its results unasked.
     again = _scanner()

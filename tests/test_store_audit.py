@@ -232,7 +232,7 @@ def test_cases_page_shows_the_audit_check(monkeypatch):
     monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])  # AppTest replaces it
     log = CaseLog()   # the page's default log: SQLite in this test's data folder
     log.upsert_events(EVENTS, "alice")
-    at = AppTest.from_file(str(ROOT / "pages" / "cases.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "cases.py"), default_timeout=60)
     at.secrets["test"] = "1"
     at.run()
     assert not at.exception

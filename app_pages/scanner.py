@@ -86,9 +86,9 @@ def show(current: dict) -> None:
 
 
 if status.get("state") in ("starting", "running"):
-    status = scan_ui.follow(picked, show)
-else:
-    show(status)
+    scan_ui.follow(picked, show)
+    st.rerun()      # the picker's label and the results then come from the finished status
+show(status)
 
 if status.get("state") != "done":
     st.error(f"The scan did not finish ({status.get('state')}).")
@@ -136,4 +136,4 @@ if rows and not table.iloc[rows[0]]["error"]:
             state.set_value(state.SEED, seed)
 
     if st.button(f"Open {symbol} in the Explorer", icon=":material/open_in_new:", on_click=open_in_explorer):
-        st.switch_page("pages/explorer.py")
+        st.switch_page("app_pages/explorer.py")

@@ -81,4 +81,4 @@ if rows:
     if st.button(f"Open the Explorer at {row['timestamp']:%Y-%m-%d %H:%M} UTC", icon=":material/open_in_new:"):
         # Tied to this data: the Explorer zooms only while it shows the same symbol and range.
         st.session_state[state.FOCUS_TIME] = {"key": choice.key, "time": pd.Timestamp(row["timestamp"])}
-        st.switch_page("pages/explorer.py")
+        st.switch_page("app_pages/explorer.py")

@@ -91,7 +91,7 @@ with right:
     if best is not None and st.button(f"Use {best:.3g} as the Explorer's threshold", icon=":material/tune:"):
         state.set_value(state.threshold_key(name, services.fit_key(choice, next(d for d in chosen if d.name == name))),
                         float(best))
-        st.switch_page("pages/explorer.py")
+        st.switch_page("app_pages/explorer.py")
 
 st.subheader("Backtest: step aside during events")
 st.caption("The strategy holds the position and steps out (or cuts exposure) from the bar after an event's first "
