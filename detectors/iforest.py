@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import IsolationForest
-from sklearn.exceptions import NotFittedError
 
-from detectors.base import Detector, ParamSpec, check_number, check_whole
+from detectors.base import Detector, NotFittedError, ParamSpec, check_number, check_whole
 from detectors.features import feature_series, log_returns, rolling_zscore
 
 #: Quantile of the training scores used as the default cut when contamination is "auto":
@@ -69,6 +67,7 @@ class IsolationForestDetector(Detector):
         if len(features) < 10:
             raise ValueError(f"window ({self.window} bars) leaves too few scorable bars in "
                              f"{len(frame)}: lower the window or load a longer range.")
+        from sklearn.ensemble import IsolationForest  # here: listing detectors stays light
         self.model_ = IsolationForest(n_estimators=self.n_estimators,
                                       contamination=self.contamination,
                                       random_state=self.random_state).fit(features.to_numpy())

@@ -19,10 +19,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from sklearn.preprocessing import StandardScaler
-from sklearn.utils.validation import check_is_fitted
 
-from detectors.base import Detector, ParamSpec, check_whole
+from detectors.base import Detector, NotFittedError, ParamSpec, check_whole
 from detectors.features import churn, log_returns, log_volume, range_ratio
 
 #: Feature name -> causal series computed from candles (bar t uses bars t-1 and t only).
@@ -243,6 +241,7 @@ class LstmAutoencoderDetector(Detector):
         features = tuple(self.features)
         raw = _feature_matrix(frame, features)
         finite = np.isfinite(raw).all(axis=1)
+        from sklearn.preprocessing import StandardScaler
         scaler = StandardScaler().fit(raw[finite])
         windows, _ = self._windows(self._scale(raw, scaler))
         if len(windows) < self._min_windows():
@@ -298,8 +297,12 @@ class LstmAutoencoderDetector(Detector):
         return model
 
     # ---------------------------------------------------------------- score
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit(candles) first.")
+
     def _score(self, frame: pd.DataFrame) -> np.ndarray:
-        check_is_fitted(self, "model_")
+        self._check_fitted()
         scores = np.full(len(frame), np.nan)
         raw = _feature_matrix(frame, tuple(self.features))
         windows, ends = self._windows(self._scale(raw, self.scaler_))
@@ -307,7 +310,7 @@ class LstmAutoencoderDetector(Detector):
             scores[ends] = self._errors(self.model_, windows)
         return scores
 
-    def _scale(self, raw: np.ndarray, scaler: StandardScaler) -> np.ndarray:
+    def _scale(self, raw: np.ndarray, scaler) -> np.ndarray:
         """Standardise with the fitted scaler, clip to +-CLIP, float32; NaN rows stay NaN."""
         return np.clip(scaler.transform(raw), -CLIP, CLIP).astype("float32")
 
@@ -335,7 +338,7 @@ class LstmAutoencoderDetector(Detector):
     # ---------------------------------------------------- save, load, cache
     def save(self, path: str | os.PathLike) -> Path:
         """Write the fitted detector to folder ``path`` (model.keras + detector.json)."""
-        check_is_fitted(self, "model_")
+        self._check_fitted()
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         self.model_.save(folder / MODEL_FILE)
@@ -374,6 +377,7 @@ class LstmAutoencoderDetector(Detector):
         mine = dict(self.get_params(), features=list(self.features))
         if expect_params and saved != mine:
             raise ValueError(f"{folder} was trained with other parameters.")
+        from sklearn.preprocessing import StandardScaler
         scaler = StandardScaler()
         scaler.mean_ = np.asarray(state["scaler_mean"], dtype="float64")
         scaler.scale_ = np.asarray(state["scaler_scale"], dtype="float64")

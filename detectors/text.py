@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.exceptions import NotFittedError
 
-from detectors.base import Detector
+from detectors.base import Detector, NotFittedError
 from detectors.embedders import Embedder, create_embedder
 
 #: Reference headlines this close in time to the scored one are not its neighbours: a burst

@@ -22,14 +22,13 @@ import re
 import time
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
-
-import httpx2
-import openai
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from explain.builtin import ACTIONS, CONFIDENCES, KINDS, normalise_headlines
 from explain.config import ExplainerConfig
-from explain.http_client import MAX_ANSWER_BYTES, AnswerTooLarge, BoundedClient
+
+if TYPE_CHECKING:  # the client is imported where a model is asked (0.4 s off every page)
+    import openai
 
 __all__ = ["PROMPT_VERSION", "SYSTEM_PROMPT", "RESPONSE_FORMAT", "FENCE_OPEN", "FENCE_CLOSE",
            "LlmOutcome", "make_client",
@@ -122,6 +121,10 @@ def make_client(config: ExplainerConfig) -> openai.OpenAI:
     """A client with the config's timeout, no built-in retries (retries are done here) and a
     bounded HTTP client. URL credentials go as Basic auth (as httpx does with a URL's
     ``user:password@``), so the URL the client logs and reports never holds them."""
+    import httpx2
+    import openai
+
+    from explain.http_client import BoundedClient
     credentials = config.credentials
     http_client = BoundedClient(timeout=config.timeout,
                                 auth=httpx2.BasicAuth(*credentials) if credentials else None)
@@ -245,6 +248,9 @@ def describe_error(exc: BaseException, config: ExplainerConfig) -> tuple[str, bo
 
 
 def _describe(exc: BaseException, config: ExplainerConfig) -> tuple[str, bool]:
+    import openai
+
+    from explain.http_client import MAX_ANSWER_BYTES, AnswerTooLarge
     if isinstance(exc.__cause__, AnswerTooLarge):
         return f"answer too large (over {MAX_ANSWER_BYTES // 1024} KiB)", True
     if isinstance(exc, openai.APITimeoutError):
@@ -285,6 +291,7 @@ def _backoff(attempt: int, exc: openai.APIStatusError) -> float:
 def _create(client: openai.OpenAI, config: ExplainerConfig, messages: list[dict[str, str]],
             deadline: float):
     """One completion, retried on 429 and 5xx up to MAX_ATTEMPTS without passing ``deadline``."""
+    import openai
     attempt = 0
     while True:
         remaining = deadline - time.monotonic()
@@ -313,6 +320,7 @@ def request_explanation(client: openai.OpenAI, config: ExplainerConfig,
     ``deadline`` (a ``time.monotonic()`` value) when that is sooner: each request's timeout is
     what is left, and the HTTP client holds it as a total, so no thread works past it.
     """
+    import openai
     own = time.monotonic() + event_budget(config)
     deadline = own if deadline is None else min(own, deadline)
     try:
@@ -347,6 +355,7 @@ def test_connection(config: ExplainerConfig) -> tuple[bool, str]:
     if not config.enabled:
         return False, ("No model configured: set OPENAI_API_KEY, or OPENAI_BASE_URL for a "
                        "local server such as Ollama.")
+    import openai
     started = time.monotonic()
     try:
         with make_client(config) as client:

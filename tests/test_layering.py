@@ -78,6 +78,19 @@ def test_tensorflow_only_imported_for_the_lstm():
     assert out == "False False"
 
 
+def test_the_default_detection_and_built_in_explainer_import_no_heavy_library():
+    """scikit-learn, the openai client and Alembic cost the Explorer's first page about 1.2 s:
+    they load only for the Isolation Forest or LSTM, a configured model, or a migration."""
+    out = _run("import sys, detectors, explain, store.cases\n"
+               "from data.demo import demo_market\n"
+               "market = demo_market(seed=1)\n"
+               "detectors.available('candles')\n"
+               "events = detectors.detect(market.candles).events\n"
+               "explain.explain_events(events, market.candles, use_cache=False)\n"
+               "print(*(m in sys.modules for m in ('sklearn', 'openai', 'alembic')))")
+    assert out == "False False False"
+
+
 def test_no_pages_folder_lets_streamlit_skip_app_py():
     """A ``pages/`` folder beside app.py turns on Streamlit's folder mode: a fresh server first
     opened at /cases would run that page without app.py and its sign-in gate."""

@@ -102,3 +102,9 @@ def test_command_line_migrates_once(tmp_path):
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"case database at schema {db.head_revision()}"
     assert db.schema_revision(sa.create_engine(url)) == db.head_revision()
+
+
+def test_the_head_revision_constant_is_alembics_head():
+    """``open_engine`` compares against a constant so an up-to-date start never imports Alembic."""
+    from alembic.script import ScriptDirectory
+    assert db.head_revision() == ScriptDirectory.from_config(db._config(None)).get_current_head()
