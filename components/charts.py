@@ -237,7 +237,9 @@ def build_signal_figure(candles: pd.DataFrame, scores: dict[str, pd.Series], thr
                  "<br>score %{customdata[3]} · this detector's severity %{customdata[5]}<br>%{customdata[2]}"
                  "<extra>%{fullData.name}</extra>")
         marker = dict(size=9, cmin=0.4, cmax=0.9, colorscale=SEVERITY_SCALE, line=dict(width=0.5, color="#333"))
-        traces.append(dict(type=kind, x=_ms(candles.index[flagged]), y=series.to_numpy()[flagged], mode="markers",
+        # A spike cut at the axis top keeps its marker, at the top edge (the hover gives its score).
+        shown_y = np.minimum(series.to_numpy()[flagged], layout[f"yaxis{row}"]["range"][1] * 0.97)
+        traces.append(dict(type=kind, x=_ms(candles.index[flagged]), y=shown_y, mode="markers",
                            name=detector_label(name), customdata=custom, xaxis="x", yaxis=f"y{row}",
                            marker=dict(marker, symbol=SYMBOLS.get(name, "circle"),
                                        color=ev["severity"].to_numpy(float)),

@@ -1,0 +1,47 @@
+"""The Explorer's figures, built from a real detection on the demo market."""
+import numpy as np
+import pytest
+
+import detectors
+from components.charts import MAX_CANDLES_DRAWN, build_price_figure, build_signal_figure
+from data.demo import demo_market
+
+
+@pytest.fixture(scope="module")
+def drawn():
+    market = demo_market(seed=1, symbol="DEMO-USD", interval="1h")
+    scored = detectors.score_detectors(market.candles)
+    detection = scored.detect()
+    figure = build_signal_figure(market.candles, scored.scores, scored.defaults, detection.events,
+                                 severity=detection.severity, units=scored.units)
+    return market, scored, detection, figure
+
+
+def test_one_swimlane_row_per_detector_and_one_score_panel_each(drawn):
+    _, scored, _, figure = drawn
+    lanes = {y for t in figure.data if t.yaxis == "y" for y in t.y}
+    assert lanes == {detectors.detector_class(n).label for n in scored.scores}
+    assert {t.yaxis for t in figure.data} == {"y"} | {f"y{i}" for i in range(2, len(scored.scores) + 2)}
+
+
+def test_every_flagged_bar_has_a_marker_inside_its_score_axis(drawn):
+    _, scored, detection, figure = drawn
+    for row, name in enumerate(scored.scores, start=2):
+        axis = f"y{row}"
+        top = figure.layout[f"yaxis{row}"].range[1]
+        markers = [t for t in figure.data if t.yaxis == axis and t.mode == "markers"]
+        shown = sum(len(t.x) for t in markers)
+        in_events = sum(detectors.is_flagged(scored.scores[name], scored.defaults[name])
+                        & detection.flagged)
+        assert shown == in_events
+        assert all(np.max(t.y) <= top for t in markers), name   # a spike cut at the top keeps its marker
+
+
+def test_the_price_figure_holds_candles_volume_and_the_labelled_spans(drawn):
+    market, _, _, _ = drawn
+    figure = build_price_figure(market.candles, labels=market.labels)
+    kinds = [t.type for t in figure.data]
+    assert kinds[0] == "candlestick" and "Labelled (demo ground truth)" in [t.name for t in figure.data]
+    x = figure.data[0].x     # over MAX_CANDLES_DRAWN the candles are resampled for drawing, ends kept
+    assert len(x) <= MAX_CANDLES_DRAWN + 1 < len(market.candles)
+    assert (x[0], x[-1]) == tuple(market.candles.index[[0, -1]].asi8 // 1_000_000)
