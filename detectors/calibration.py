@@ -4,10 +4,11 @@ Raw scores come in each detector's own unit (|z|, pump z, isolation score, recon
 error), so they cannot be compared or combined. A ``TailCalibration`` learns, from the scores
 a detector gave on the series it was fitted on, the tail probability of any score:
 
-- up to the highest fitted score, the empirical share of fitted scores at least as high;
-- beyond it, a generalised Pareto tail fitted to the excesses over the ``TAIL_QUANTILE``
-  (peaks over threshold, as in SPOT, Siffer et al., KDD 2017), so a score higher than any
-  seen still gets a smaller probability than the last one: severities never saturate.
+- up to the ``RANKED_BY_TAIL``-th highest fitted score, the empirical share at least as high;
+- above it, a generalised Pareto tail fitted to the excesses over the ``TAIL_QUANTILE``
+  (peaks over threshold, as in SPOT, Siffer et al., KDD 2017), so rarity grows with the score
+  among a series' highest scores and beyond them: severities never saturate, and the worst
+  events of different series do not tie at "1 in n".
 
 Severity maps the tail probability p to [0, 1) through its decades of rarity d = -log10(p):
 ``severity = d / (d + HALF_SEVERITY_DECADES)``. So 0.5 means "about 1 in 30 bars", 0.8 "1 in
@@ -26,6 +27,10 @@ TAIL_QUANTILE = 0.98
 #: Decades of rarity at which severity is one half: 0.5 is about 1 in 30 bars, 0.7 about 1 in
 #: 3,000, 0.8 about 1 in a million, so the analysts' action bands (0.5 / 0.7 / 0.9) keep a meaning.
 HALF_SEVERITY_DECADES = 1.5
+#: The highest fitted scores ranked by the Pareto tail rather than by their count (so a series'
+#: worst bar is not simply "1 in n"): this many, at most one in 200 of them and at least 2,
+#: when the tail has ``MIN_EXCESSES`` to fit; below them severities are exactly empirical.
+RANKED_BY_TAIL = 10
 #: Fewest excesses a Pareto fit needs; with fewer the tail is exponential (shape 0).
 MIN_EXCESSES = 10
 
@@ -43,31 +48,43 @@ class TailCalibration:
         excess = self.sorted_[self.sorted_ > self.tail_start_] - self.tail_start_
         self.tail_share_ = max(len(excess), 1) / (n + 1)
         self.shape_, self.scale_ = _pareto_fit(excess)
+        self.fitted_tail_ = len(excess) >= MIN_EXCESSES and self.scale_ > 0
 
     def decades(self, scores: pd.Series | np.ndarray) -> np.ndarray:
         """-log10 P(score >= s) for each s: 0 for the lowest scores, NaN where s is NaN.
 
-        Empirical up to the highest fitted score (exact on the fitted series: the share of
-        bars at or above any severity is the same for every detector); beyond it, the fitted
-        Pareto tail continues from there. Worked in logarithms, so a score far beyond the
-        fitted ones never underflows to a tie."""
+        Empirical up to the ``RANKED_BY_TAIL``-th highest fitted score (exact there: the share
+        of bars at or above any such severity is the same for every detector); above it, the
+        fitted Pareto tail continues from that score. So a series' own worst bars are ranked
+        by how far out they are, not just "1 in n": a 60-sigma bad tick is rarer than a
+        6-sigma spike of another series of the same length. Worked in logarithms, so no
+        score far beyond the fitted ones underflows to a tie."""
         s = np.asarray(scores, dtype="float64")
         if self.n_ == 0:
             return np.full(s.shape, np.nan)
         above = self.n_ - np.searchsorted(self.sorted_, s, side="left")
         decades = -np.log10((above + 1.0) / (self.n_ + 1.0))
-        top = self.sorted_[-1]
-        beyond = s > top
+        # Only a real Pareto fit ranks fitted scores; an exponential guess from a handful of
+        # excesses only extends the tail beyond the highest one.
+        k = min(max(2, min(RANKED_BY_TAIL, self.n_ // 200)), self.n_) if self.fitted_tail_ else 1
+        anchor = self.sorted_[-k]
+        at_anchor = -math.log10((k + 1.0) / (self.n_ + 1.0))
+        beyond = s > anchor
         if beyond.any():
             if self.scale_ > 0:
-                x = np.maximum(s - top, 0.0) / self.scale_
                 with np.errstate(invalid="ignore"):
-                    log_survival = (-x / math.log(10) if self.shape_ < 1e-9
-                                    else -np.log10(1.0 + self.shape_ * x) / self.shape_)
-            else:   # every fitted score equal: a higher one is a decade rarer than all of them
-                log_survival = np.full(len(s), -1.0)
-            decades = np.where(beyond, math.log10(self.n_ + 1.0) - log_survival, decades)
+                    rarer = self._log_survival(anchor) - self._log_survival(s)
+            else:   # every fitted tail score equal: a higher one is a decade rarer than all of them
+                rarer = np.full(len(s), 1.0)
+            decades = np.where(beyond, at_anchor + rarer, decades)
         return np.where(np.isnan(s), np.nan, decades)
+
+    def _log_survival(self, s):
+        """log10 of the fitted Pareto survival of the excess over the tail threshold."""
+        x = np.maximum(np.asarray(s, dtype="float64") - self.tail_start_, 0.0) / self.scale_
+        if self.shape_ < 1e-9:
+            return -x / math.log(10)
+        return -np.log10(1.0 + self.shape_ * x) / self.shape_
 
     def severity(self, scores: pd.Series) -> pd.Series:
         """Calibrated severity in [0, 1) on ``scores``' index (NaN stays NaN)."""

@@ -162,3 +162,19 @@ def test_hover_text_from_an_explanation_cannot_carry_markup():
     from components.charts import first_sentence
     shown = first_sentence('<a href="https://evil.example">Reset</a> your password. Then more.')
     assert "<" not in shown and ">" not in shown and shown.endswith("password.")
+
+
+def test_the_worst_bars_of_two_series_rank_by_how_far_out_they_are():
+    """Same length, each series' worst bar its own maximum: "1 in n" would tie them; the
+    Pareto tail ranks a 60-sigma tick above a 6-sigma spike (the scanner's ranking)."""
+    from detectors.calibration import TailCalibration
+    rng = np.random.default_rng(3)
+    calm = np.abs(rng.standard_normal(744))
+    spike, tick = calm.copy(), calm.copy()
+    spike[400], tick[400] = 6.0, 60.0
+    severities = [TailCalibration(s).severity(pd.Series([s[400]])).iat[0] for s in (spike, tick)]
+    assert severities[0] < severities[1] < 1
+    # Below the few highest scores severities stay exactly empirical.
+    cal = TailCalibration(tick)
+    assert cal.severity(pd.Series([np.sort(tick)[-20]])).iat[0] == pytest.approx(
+        TailCalibration(spike).severity(pd.Series([np.sort(spike)[-20]])).iat[0])
