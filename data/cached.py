@@ -174,10 +174,11 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_cache(key: str, sidecar: Path, new_bars: pd.DataFrame, fetches: list[dict],
-                 query: CandleQuery, options: dict[str, Any]) -> None:
+def _write_cache(key: str, sidecar: Path, new_bars: pd.DataFrame, refetched: list[tuple[pd.Timestamp, pd.Timestamp]],
+                 fetches: list[dict], query: CandleQuery, options: dict[str, Any]) -> None:
     """New bars appended to the market store first (new files only: history is never
-    rewritten), sidecar second: a crash in between only forgets a fetch (refetched)."""
+    rewritten; a stored bar in a ``refetched`` range that the source no longer returns is
+    gone), sidecar second: a crash in between only forgets a fetch (refetched)."""
     kept = [item for i, item in enumerate(fetches)
             if not any(pd.Timestamp(later["start"]) <= pd.Timestamp(item["start"])
                        and pd.Timestamp(item["end"]) <= pd.Timestamp(later["end"])
@@ -186,7 +187,8 @@ def _write_cache(key: str, sidecar: Path, new_bars: pd.DataFrame, fetches: list[
               "options": {k: str(v) for k, v in options.items()}, "fetches": kept}
     bars = new_bars.copy(deep=False)
     bars.attrs = {}
-    _store().append(bars, source=query.source, symbol=key, interval=query.interval, replace=True)
+    _store().append(bars, source=query.source, symbol=key, interval=query.interval, replace=True,
+                    covering=refetched)
     _write_atomic(sidecar, lambda tmp: tmp.write_text(json.dumps(record, indent=1), encoding="utf-8"))
 
 
@@ -219,6 +221,7 @@ def load_through_cache(module: ModuleType, query: CandleQuery,
         cached, fetches = _read_cache(query, key, sidecar)
         gaps = missing_ranges(query.start, query.end, covered_ranges(fetches, query.interval))
         new_parts: list[pd.DataFrame] = []
+        refetched: list[tuple[pd.Timestamp, pd.Timestamp]] = []
         no_data: NoDataError | None = None
         failure: DataError | None = None   # why the spans in `unfetched` are missing
         unfetched: list[tuple[pd.Timestamp, pd.Timestamp]] = []
@@ -242,6 +245,7 @@ def load_through_cache(module: ModuleType, query: CandleQuery,
             fetched.index = pd.DatetimeIndex(fetched.index).tz_convert("UTC").as_unit("ns").rename("timestamp")
             cached = cached[~_in_range(cached, gap_start, gap_end)]
             new_parts.append(fetched[_in_range(fetched, gap_start, gap_end)])
+            refetched.append((gap_start, gap_end))
             fetches.append({"start": gap_start.isoformat(), "end": gap_end.isoformat(),
                             "fetched_at": now.isoformat()})
         if new_parts:
@@ -249,7 +253,7 @@ def load_through_cache(module: ModuleType, query: CandleQuery,
             fresh = fresh[~fresh.index.duplicated(keep="last")].sort_index()
             cached = pd.concat([cached, fresh])
             cached = cached[~cached.index.duplicated(keep="last")].sort_index()
-            _write_cache(key, sidecar, fresh, fetches, query, _cache_options(module, query))
+            _write_cache(key, sidecar, fresh, refetched, fetches, query, _cache_options(module, query))
 
     result = cached[_in_range(cached, query.start, query.end)].copy()
     if result.empty:

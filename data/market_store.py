@@ -11,7 +11,9 @@ symbol out of thousands opens a handful of small files.
 
 Each part carries ``_seq`` (its write sequence). ``append`` skips bars already stored; with
 ``replace=True`` its bars supersede stored ones (a refetched, now complete bar): both rows stay
-on disk and reads keep the newest. ``compact`` merges a series' parts per year and drops the
+on disk and reads keep the newest. ``covering`` names the time ranges a refetch is the whole
+truth for (a small ``covers/`` file per write): older bars inside them that the source no longer
+returns are dropped from reads too. ``compact`` merges a series' parts per year and drops the
 superseded rows. Writers of one series are serialised across processes by a file lock
 (``filelock``); files appear atomically (written beside, then renamed), so readers need no lock.
 """
@@ -85,8 +87,9 @@ class MarketStore:
         return sorted(self.series_dir(source, symbol, interval).glob(f"year=*/{_PART}"))
 
     def _next_seq(self, source: str, symbol: str, interval: str) -> int:
-        """Larger than every part's sequence (called under the lock, so it is unique)."""
-        seqs = [int(p.stem.split("-")[1]) for p in self._parts(source, symbol, interval)]
+        """Larger than every part's and cover's sequence (called under the lock, so it is unique)."""
+        covers = (self.series_dir(source, symbol, interval) / "covers").glob("cover-*.parquet")
+        seqs = [int(p.stem.split("-")[1]) for p in [*self._parts(source, symbol, interval), *covers]]
         return max([time.time_ns(), *(s + 1 for s in seqs)])
 
     # ---- DuckDB ---------------------------------------------------------------------------
@@ -101,8 +104,9 @@ class MarketStore:
         return con
 
     def sql(self, query: str, params: list | None = None) -> pd.DataFrame:
-        """Any DuckDB SQL over the store: ``{candles}`` in ``query`` stands for every stored bar
-        (columns timestamp, open, high, low, close, volume, _seq, source, interval, symbol, year)."""
+        """Any DuckDB SQL over the store: ``{candles}`` in ``query`` stands for every stored row
+        (columns timestamp, open, high, low, close, volume, _seq, source, interval, symbol, year),
+        superseded and refetched-away rows included until ``compact`` (a screen, not a read)."""
         glob = (self.root / "*" / "*" / "*" / "*" / _PART).as_posix()
         table = (f"read_parquet('{glob}', hive_partitioning = true, union_by_name = true, "
                  "hive_types = {'source': VARCHAR, 'interval': VARCHAR, 'symbol': VARCHAR, "
@@ -112,37 +116,48 @@ class MarketStore:
     # ---- writing --------------------------------------------------------------------------
 
     def append(self, candles: pd.DataFrame, *, source: str | None = None, symbol: str | None = None,
-               interval: str | None = None, replace: bool = False) -> int:
+               interval: str | None = None, replace: bool = False, covering=()) -> int:
         """Store the bars of ``candles`` not stored yet; returns how many bars were written.
 
         ``source``/``symbol``/``interval`` default to ``candles.attrs``. With ``replace`` every
         given bar is written and supersedes a stored bar at the same time (reads keep the
-        newest). Existing files are never changed.
+        newest). ``covering``: ``(start, end)`` ranges these bars are all there is in (a
+        refetch); stored bars inside them that are not among these are no longer read.
+        Existing files are never changed.
         """
         source = source or candles.attrs.get("source")
         symbol = symbol or candles.attrs.get("symbol")
         interval = interval or candles.attrs.get("interval")
         frame = self._checked(candles)
-        if frame.empty:
+        covers = [(_utc(a), _utc(b)) for a, b in covering]
+        if frame.empty and not covers:
             return 0
         with self._lock(source, symbol, interval):
-            if not replace:
+            if not replace and len(frame):
                 stored = self._timestamps(source, symbol, interval, frame.index[0], frame.index[-1])
                 frame = frame[~frame.index.isin(stored)]
-                if frame.empty:
+                if frame.empty and not covers:
                     return 0
             seq = self._next_seq(source, symbol, interval)
             base = self.series_dir(source, symbol, interval)
+            if covers:   # first: a crash before the bars only hides bars that a refetch restores
+                table = pd.DataFrame({"start": [a for a, _ in covers], "end": [b for _, b in covers]})
+                self._write_table(base / "covers", table.assign(_seq=np.int64(seq)), f"cover-{seq:019d}")
             for year, part in frame.groupby(frame.index.year):
                 self._write(base / f"year={year}", part, seq)
         return len(frame)
 
     def _write(self, folder: Path, part: pd.DataFrame, seq: int) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"part-{seq:019d}-{uuid.uuid4().hex[:8]}.parquet"
         table = part.reset_index()
         table["timestamp"] = table["timestamp"].dt.as_unit("us")
         table["_seq"] = np.int64(seq)
+        return self._write_table(folder, table, f"part-{seq:019d}")
+
+    @staticmethod
+    def _write_table(folder: Path, table: pd.DataFrame, stem: str) -> Path:
+        """One new Parquet file, atomically (written beside, then renamed)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{stem}-{uuid.uuid4().hex[:8]}.parquet"
         table.attrs = {}
         tmp = folder / f".{path.name}.{os.getpid()}.tmp"
         try:
@@ -166,20 +181,25 @@ class MarketStore:
         return frame
 
     def compact(self, source: str, symbol: str, interval: str) -> int:
-        """Merge each year's parts of one series into one file, newest bar kept; returns the
-        number of files removed. Rewrites files: run it off-hours, not on every append."""
+        """Merge each year's parts of one series into one file, newest bar kept and refetched-away
+        bars dropped (then the covers are spent); returns the number of files removed.
+        Rewrites files: run it off-hours, not on every append."""
         removed = 0
         with self._lock(source, symbol, interval):
+            covers = self._covers(source, symbol, interval)
             for folder in sorted(self.series_dir(source, symbol, interval).glob("year=*")):
                 parts = sorted(folder.glob(_PART))
-                if len(parts) < 2:
+                if not parts or (len(parts) < 2 and covers is None):
                     continue
-                frame = self._select([p.as_posix() for p in parts], None, None)
+                frame = self._select([p.as_posix() for p in parts], None, None, covers)
                 seq = max(int(p.stem.split("-")[1]) for p in parts)
                 self._write(folder, frame, seq)
                 for p in parts:
                     p.unlink()
                 removed += len(parts) - 1
+            for spent in (self.series_dir(source, symbol, interval) / "covers").glob("cover-*.parquet"):
+                spent.unlink()
+                removed += 1
         return removed
 
     # ---- reading --------------------------------------------------------------------------
@@ -198,12 +218,18 @@ class MarketStore:
             hi = (end_ts - pd.Timedelta(1)).year if end_ts is not None else 10_000
             files = [(folder / f"year={y}" / _PART).as_posix() for y in years if lo <= y <= hi
                      and any((folder / f"year={y}").glob(_PART))]
-            out = self._select(files, start_ts, end_ts) if files else _empty()
+            out = (self._select(files, start_ts, end_ts, self._covers(source, symbol, interval))
+                   if files else _empty())
         out.attrs = {"symbol": symbol, "source": source, "interval": interval}
         return out
 
-    def _select(self, files: list[str], start: pd.Timestamp | None, end: pd.Timestamp | None
-                ) -> pd.DataFrame:
+    def _covers(self, source: str, symbol: str, interval: str) -> pd.DataFrame | None:
+        """The series' refetched ranges (start, end, _seq), or None when it has none."""
+        paths = sorted((self.series_dir(source, symbol, interval) / "covers").glob("cover-*.parquet"))
+        return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True) if paths else None
+
+    def _select(self, files: list[str], start: pd.Timestamp | None, end: pd.Timestamp | None,
+                covers: pd.DataFrame | None = None) -> pd.DataFrame:
         where, params = [], []
         if start is not None:
             where.append("timestamp >= ?")
@@ -213,7 +239,7 @@ class MarketStore:
             params.append(end.ceil("us").to_pydatetime())
         # Sorted by time then write sequence; the newest row of a time wins below (cheaper than
         # DISTINCT ON in SQL, and a no-op for the usual series that was never replaced).
-        query = (f"SELECT timestamp, {', '.join(COLUMNS)} FROM read_parquet(?, union_by_name = true) "
+        query = (f"SELECT timestamp, {', '.join(COLUMNS)}, _seq FROM read_parquet(?, union_by_name = true) "
                  f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY timestamp, _seq")
         for attempt in range(3):
             try:
@@ -225,6 +251,13 @@ class MarketStore:
         frame = table.to_pandas()
         index = pd.DatetimeIndex(frame.pop("timestamp")).tz_convert("UTC").as_unit("ns")
         frame.index = index.rename("timestamp")
+        if covers is not None and len(frame):
+            # A bar written before a refetch that covered its time, and not in that refetch, is gone.
+            seq = frame["_seq"].to_numpy()
+            gone = np.zeros(len(frame), dtype=bool)
+            for lo, hi, cover_seq in covers[["start", "end", "_seq"]].itertuples(index=False):
+                gone |= (index >= lo) & (index < hi) & (seq < cover_seq)
+            frame = frame[~gone]
         frame = frame[COLUMNS].astype("float64")
         return frame[~frame.index.duplicated(keep="last")]
 

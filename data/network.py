@@ -157,8 +157,10 @@ def run_with_deadline(fetch: Callable[[Progress | None], T], what: str, *,
         if kind == "progress":
             progress(*value)
         elif kind == "error":
-            if isinstance(value, (TimeoutError, RequestsTimeout)) and time.monotonic() >= end - 0.05:
-                # A socket timeout cut to the deadline races the deadline itself: it is the deadline.
+            if (isinstance(value, (TimeoutError, RequestsTimeout, SourceUnavailableError))
+                    and time.monotonic() >= end - 0.05):
+                # A socket timeout cut to the deadline (or a retry the deadline left no time
+                # for) races the deadline itself: it is the deadline, and says so.
                 raise _late(what, total) from value
             raise value
         else:

@@ -100,6 +100,21 @@ def test_recent_bars_are_always_fetched_again_and_replace_the_cached_ones(source
     assert frame.loc[ts("2024-03-09 00:00"), "close"] == 100.0
 
 
+def test_a_recent_bar_the_source_withdraws_is_gone_from_the_store_too(source):
+    """A provisional bar the source no longer returns when the recent range is refetched is
+    not kept in the market store, where every later load and scan would read it again."""
+    from data.cached import _store
+    now = ts("2024-03-10 12:10")
+    q = query("2024-03-09", "2024-03-10 13:00")
+    load_through_cache(source, q, now=now)
+    withdrawn = ts("2024-03-10 11:00")
+    fetch = source.fetch_raw
+    source.fetch_raw = lambda q_, progress=None: fetch(q_, progress).drop(withdrawn, errors="ignore")
+    assert withdrawn not in load_through_cache(source, q, now=now + pd.Timedelta(minutes=20)).index
+    stored = _store().read("bybit", cache_paths(source, q)[0], "1h").index
+    assert withdrawn not in stored and ts("2024-03-10 10:00") in stored and ts("2024-03-10 12:00") in stored
+
+
 def test_offline_serves_cached_data_with_a_notice_of_what_is_missing(source):
     load_through_cache(source, query("2024-03-01", "2024-03-03"), now=NOW)
     source.error = SourceUnavailableError("Cannot reach Bybit")

@@ -114,3 +114,24 @@ def test_concurrent_appends_from_processes_all_land_once(tmp_path, candles):
     pd.testing.assert_frame_equal(out, canonical(candles), check_freq=False)
     rows = store.sql("SELECT count(*) AS n FROM {candles}")["n"].iat[0]
     assert rows == n     # no bar written twice
+
+
+def test_a_bar_the_source_no_longer_returns_is_gone_after_a_covering_refetch(tmp_path, candles):
+    store = MarketStore(tmp_path)
+    store.append(candles)
+    lo, hi = candles.index[100], candles.index[110]
+    refetch = candles.iloc[100:110].drop(candles.index[104])        # the source dropped one bar
+    store.append(refetch, replace=True, covering=[(lo, hi)])
+    expected = canonical(candles).drop(candles.index[104])
+    pd.testing.assert_frame_equal(store.read("demo", "DEMO-USD", "1h"), expected, check_freq=False)
+    # An empty refetch of a range says every bar there is gone; the bars around it stay.
+    store.append(candles.iloc[:0], covering=[(candles.index[200], candles.index[203])])
+    expected = expected.drop(candles.index[200:203])
+    pd.testing.assert_frame_equal(store.read("demo", "DEMO-USD", "1h"), expected, check_freq=False)
+    # A later plain append inside a covered range is read (it is newer than the cover).
+    assert store.append(candles.iloc[[104]]) == 1
+    assert candles.index[104] in store.read("demo", "DEMO-USD", "1h").index
+    assert store.compact("demo", "DEMO-USD", "1h") >= 1
+    assert not list(tmp_path.rglob("cover-*.parquet")) and len(files(tmp_path)) == 2   # covers spent
+    expected = pd.concat([expected, canonical(candles).iloc[[104]]]).sort_index()
+    pd.testing.assert_frame_equal(store.read("demo", "DEMO-USD", "1h"), expected, check_freq=False)
