@@ -142,6 +142,10 @@ class Detector(ABC):
             if missing or not isinstance(frame.index, pd.DatetimeIndex):
                 raise ValueError("Pass canonical candles (DatetimeIndex; open, high, low, close, "
                                  "volume), e.g. from data.load_candles.")
+            prices = frame[["open", "high", "low", "close"]].to_numpy(dtype="float64")
+            if (prices <= 0).any():   # NaN compares False: a gap is not refused here
+                raise ValueError("Candles need positive prices (a zero or negative price has no log "
+                                 "return); data.validate_candles says which rows.")
 
     def _fit(self, frame: pd.DataFrame) -> None:
         """Learn from ``frame`` (set ``*_`` attributes); detectors that learn nothing keep this."""

@@ -327,3 +327,11 @@ def test_each_detector_finds_the_kinds_it_is_meant_for(market, name, params, kin
     assert result["n_labels"] >= 6
     for kind in kinds:
         assert result["recall_by_kind"][kind] >= recall, (kind, result["recall_by_kind"])
+
+
+@pytest.mark.parametrize("name", CANDLE_DETECTORS)
+def test_a_zero_price_is_refused_with_what_to_fix(name, candles):
+    broken = candles.copy()
+    broken.iloc[150, broken.columns.get_loc("low")] = 0.0
+    with pytest.raises(ValueError, match="positive prices"):
+        detectors.create(name).fit(broken)
