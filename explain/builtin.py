@@ -232,6 +232,11 @@ def _describe(kind: str, evidence: Mapping[str, Any], parts: Mapping[str, str]) 
         # Flagged at the dump: the run-up came before the event, the event itself is the fall.
         text = (f"Price moved {parts['ret']} over {parts['bars']} on volume {parts['vol']} the trailing "
                 "median, reversing a run-up before it — the dump leg of a pump and dump.")
+    if kind == "flash_crash" and (evidence.get("max_move_pct") or 0.0) >= 0:
+        # Flagged at the rebound: the fall came before the event, the event itself is the recovery.
+        text = (f"Price moved {parts['ret']} over {parts['bars']} on volume {parts['vol']} the trailing "
+                "median, recovering a sharp fall just before it — the rebound leg of a flash crash; "
+                "check for a stop-loss cascade or an erroneous order.")
     if kind == "volume_surge":
         quiet = abs(evidence.get("return_pct", 0.0)) < 1.0
         text += (" — heavy trading without a price change, typical of wash trading." if quiet

@@ -305,3 +305,11 @@ def test_pump_and_dump_flagged_at_the_dump_is_described_as_the_dump():
     assert "dump leg" in result["explanation"] and "ran up" not in result["explanation"]
     grounded, unverified = check_grounding(result["explanation"], build_evidence(event))
     assert grounded, unverified
+
+
+def test_flash_crash_flagged_at_the_rebound_is_described_as_the_rebound():
+    event = make_event(kind="flash_crash", return_pct=28.2, max_move_pct=28.2, n_bars=1, end=START)
+    result = explain_builtin(event, None)
+    assert "rebound leg" in result["explanation"] and "fell sharply" not in result["explanation"]
+    grounded, unverified = check_grounding(result["explanation"], build_evidence(event))
+    assert grounded, unverified
