@@ -31,6 +31,8 @@ HALF_SEVERITY_DECADES = 1.5
 #: worst bar is not simply "1 in n"): this many, at most one in 200 of them and at least 2,
 #: when the tail has ``MIN_EXCESSES`` to fit; below them severities are exactly empirical.
 RANKED_BY_TAIL = 10
+#: Decades of rarity a severity can express at most (an infinite score gets these).
+MAX_DECADES = 300.0
 #: Fewest excesses a Pareto fit needs; with fewer the tail is exponential (shape 0).
 MIN_EXCESSES = 10
 
@@ -77,7 +79,8 @@ class TailCalibration:
             else:   # every fitted tail score equal: a higher one is a decade rarer than all of them
                 rarer = np.full(len(s), 1.0)
             decades = np.where(beyond, at_anchor + rarer, decades)
-        return np.where(np.isnan(s), np.nan, decades)
+        # An infinite score is as rare as can be said (1 in 10^300), not undefined.
+        return np.where(np.isnan(s), np.nan, np.minimum(decades, MAX_DECADES))
 
     def _log_survival(self, s):
         """log10 of the fitted Pareto survival of the excess over the tail threshold."""
@@ -108,7 +111,7 @@ def one_in_bars(severity: float) -> float:
     if severity is None or not np.isfinite(severity) or severity <= 0:
         return 1.0
     decades = HALF_SEVERITY_DECADES * severity / (1.0 - severity) if severity < 1 else math.inf
-    return 10.0 ** min(decades, 300.0)
+    return 10.0 ** min(decades, MAX_DECADES)
 
 
 def rarity_text(severity: float) -> str:

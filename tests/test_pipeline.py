@@ -181,3 +181,10 @@ def test_the_worst_bars_of_two_series_rank_by_how_far_out_they_are():
     cal = TailCalibration(tick)
     assert cal.severity(pd.Series([np.sort(tick)[-20]])).iat[0] == pytest.approx(
         TailCalibration(spike).severity(pd.Series([np.sort(spike)[-20]])).iat[0])
+
+
+def test_an_infinite_score_gets_the_highest_severity_not_nan():
+    from detectors.calibration import TailCalibration
+    calibration = TailCalibration(np.abs(np.random.default_rng(0).standard_normal(1000)))
+    severity = calibration.severity(pd.Series([np.inf, 1e300, np.nan]))
+    assert 0.99 < severity.iat[0] < 1 and severity.iat[0] >= severity.iat[1] and np.isnan(severity.iat[2])
