@@ -42,18 +42,21 @@ def resample_for_drawing(candles: pd.DataFrame, limit: int = MAX_CANDLES_DRAWN) 
 
 
 def peaks_for_drawing(series: pd.Series, limit: int = MAX_CANDLES_DRAWN) -> pd.Series:
-    """At most ``limit`` points of a score line: the maximum of each bucket, so no spike that
-    crosses a threshold disappears from the drawing (flags themselves are drawn exactly)."""
+    """At most ``limit`` points of a score line: the maximum of each bucket, drawn at the bar
+    where it occurred, so no spike that crosses a threshold disappears or shifts away from its
+    flag marker (flags themselves are drawn exactly)."""
     if len(series) <= limit:
         return series
     size = -(-len(series) // limit)
-    values = series.to_numpy()
+    values = series.to_numpy(dtype="float64")
     pad = (-len(values)) % size
     buckets = np.concatenate([values, np.full(pad, np.nan)]).reshape(-1, size)
-    with np.errstate(all="ignore"):
-        peaks = np.nanmax(np.where(np.isnan(buckets), -np.inf, buckets), axis=1)
+    filled = np.where(np.isnan(buckets), -np.inf, buckets)
+    at = filled.argmax(axis=1)
+    peaks = filled[np.arange(len(filled)), at]
     peaks[~np.isfinite(peaks)] = np.nan
-    return pd.Series(peaks, index=series.index[::size])
+    positions = np.minimum(np.arange(len(filled)) * size + at, len(values) - 1)
+    return pd.Series(peaks, index=series.index[positions])
 
 
 def _ms(index) -> np.ndarray:

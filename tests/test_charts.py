@@ -1,5 +1,6 @@
 """The Explorer's figures, built from a real detection on the demo market."""
 import numpy as np
+import pandas as pd
 import pytest
 
 import detectors
@@ -45,3 +46,13 @@ def test_the_price_figure_holds_candles_volume_and_the_labelled_spans(drawn):
     x = figure.data[0].x     # over MAX_CANDLES_DRAWN the candles are resampled for drawing, ends kept
     assert len(x) <= MAX_CANDLES_DRAWN + 1 < len(market.candles)
     assert (x[0], x[-1]) == tuple(market.candles.index[[0, -1]].asi8 // 1_000_000)
+
+
+def test_a_thinned_score_line_keeps_each_peak_at_its_own_bar():
+    from components.charts import peaks_for_drawing
+    index = pd.date_range("2024-01-01", periods=5_000, freq="h", tz="UTC")
+    series = pd.Series(np.zeros(5_000), index=index)
+    series.iloc[[7, 2_501, 4_999]] = [5.0, 9.0, 3.0]
+    drawn = peaks_for_drawing(series, limit=1_000)
+    assert len(drawn) <= 1_000
+    assert drawn[drawn > 0].to_dict() == {index[7]: 5.0, index[2_501]: 9.0, index[4_999]: 3.0}
