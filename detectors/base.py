@@ -123,11 +123,6 @@ class Detector(ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
-    def onsets(self, frame: pd.DataFrame) -> np.ndarray | None:
-        """Per bar, where the pattern scored at that bar began, for detectors that score a
-        pattern once it has completed (the shape rules); None when a score is about its bar."""
-        return None
-
     def calibrate(self, scores: pd.Series) -> "Detector":
         """Learn how rare each score is on this series (``calibration_``) from its scores."""
         self.calibration_ = TailCalibration(scores)

@@ -107,9 +107,8 @@ class Scored:
             raise ValueError("No detector could run: " + "; ".join(self.errors.values()))
         cuts = {**self.defaults, **_check_thresholds(thresholds, self.scores)}
         calibrations = {n: d.calibration_ for n, d in self.detectors.items()}
-        onsets = {n: d.onsets(self.candles) for n, d in self.detectors.items()}
         return _detection(self.candles, self.scores, self.severity, calibrations, cuts, mode, k,
-                          headlines, symbol, onsets={n: o for n, o in onsets.items() if o is not None})
+                          headlines, symbol)
 
 
 def merge(candles: pd.DataFrame, parts: Iterable[Scored]) -> Scored:
@@ -194,7 +193,7 @@ def from_scores(candles: pd.DataFrame, scores: Mapping[str, pd.Series],
 
 
 def _detection(candles, scores, severity, calibrations, cuts, mode, k, headlines, symbol,
-               merge_gap: int = MERGE_GAP, onsets: Mapping[str, np.ndarray] | None = None) -> Detection:
+               merge_gap: int = MERGE_GAP) -> Detection:
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
     names = list(scores)
@@ -203,28 +202,12 @@ def _detection(candles, scores, severity, calibrations, cuts, mode, k, headlines
     combined = combine_severities({n: severity[n] for n in names}, mode=mode, k=k)
     flagged = _combine_flags(per, severity[names], calibrations, cuts, mode, k)
     events = build_events(candles, raw, severity[names], per, combined, flagged, merge_gap=merge_gap,
-                          symbol=symbol if symbol is not None else candles.attrs.get("symbol"),
-                          lead_in=_lead_in(per, flagged, onsets or {}))
+                          symbol=symbol if symbol is not None else candles.attrs.get("symbol"))
     if headlines is not None and len(events):
         from events.news_context import add_news_context
         events = add_news_context(events, headlines)
     return Detection(dict(scores), severity[names], combined, flagged, events,
                      {n: float(cuts[n]) for n in names}, per)
-
-
-def _lead_in(per: pd.DataFrame, flagged: pd.Series, onsets: Mapping[str, np.ndarray]) -> np.ndarray | None:
-    """Bars before a flag that belong to its event: from where a shape rule's pattern began
-    up to the bar it flagged (not flags themselves: they only widen the event)."""
-    marks = np.zeros(len(flagged) + 1, dtype=np.int64)
-    final = flagged.to_numpy(dtype=bool)
-    for name, onset in onsets.items():
-        if name not in per:
-            continue
-        bars = np.flatnonzero(per[name].to_numpy(dtype=bool) & final)
-        bars = bars[onset[bars] < bars]
-        np.add.at(marks, onset[bars], 1)
-        np.add.at(marks, bars, -1)
-    return np.cumsum(marks[:-1]) > 0 if marks.any() else None
 
 
 def _combine_flags(per: pd.DataFrame, severity: pd.DataFrame, calibrations, cuts, mode: str,

@@ -82,7 +82,11 @@ class PumpDumpDetector(Detector):
         # Rise into each bar: log(close / lowest of the rise_bars closes before it).
         base = frame["close"].rolling(self.rise_bars).min().shift(1).to_numpy()
         rise_into = np.log(close / base)
-        peak_pos = _peak_positions(close, self.fall_bars)
+        # The peak of bars t-fall_bars .. t, found by position so its own rise can be read.
+        peak_pos = np.full(n, -1)
+        if n > self.fall_bars:
+            offsets = sliding_window_view(close, self.fall_bars + 1).argmax(axis=1)
+            peak_pos[self.fall_bars:] = np.arange(n - self.fall_bars) + offsets
         valid = peak_pos >= 0
         rise = np.full(n, np.nan)
         reversal = np.full(n, np.nan)
@@ -98,32 +102,6 @@ class PumpDumpDetector(Detector):
 
     def _score(self, frame: pd.DataFrame) -> np.ndarray:
         return _shape_score(self.score_components(frame), "rise_z", "reversal_z")
-
-    def onsets(self, frame: pd.DataFrame) -> np.ndarray:
-        """For each bar, the position of the first bar of the shape scored there (the first bar
-        of the rise into its peak): the rule scores a shape once it has completed, so an event
-        it flags starts where the shape began, and its evidence covers the whole move."""
-        close = frame["close"].to_numpy(dtype="float64")
-        n = len(close)
-        peak = _peak_positions(close, self.fall_bars)
-        out = np.arange(n)
-        if n > self.rise_bars:
-            # Lowest of the rise_bars closes before each bar, by position: the rise's base.
-            lows = sliding_window_view(close[:-1], self.rise_bars).argmin(axis=1)
-            base = np.full(n, -1)
-            base[self.rise_bars:] = np.arange(n - self.rise_bars) + lows
-            ok = peak >= self.rise_bars
-            out[ok] = np.minimum(base[peak[ok]] + 1, out[ok])
-        return out
-
-
-def _peak_positions(close: np.ndarray, fall_bars: int) -> np.ndarray:
-    """Position of the highest close of bars t-fall_bars .. t for each t (-1 before that)."""
-    n = len(close)
-    peak = np.full(n, -1)
-    if n > fall_bars:
-        peak[fall_bars:] = np.arange(n - fall_bars) + sliding_window_view(close, fall_bars + 1).argmax(axis=1)
-    return peak
 
 
 def _shape_score(parts: pd.DataFrame, move: str, back: str) -> np.ndarray:
@@ -159,7 +137,3 @@ class FlashCrashDetector(PumpDumpDetector):
 
     def _score(self, frame: pd.DataFrame) -> np.ndarray:
         return _shape_score(self.score_components(frame), "fall_z", "rebound_z")
-
-    def onsets(self, frame: pd.DataFrame) -> np.ndarray:
-        """For each bar, the first bar of the fall into the trough scored there."""
-        return super().onsets(_mirrored(frame))

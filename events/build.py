@@ -75,8 +75,7 @@ def to_events(candles: pd.DataFrame, scores: dict[str, pd.Series],
 
 def build_events(candles: pd.DataFrame, raw: pd.DataFrame, severity: pd.DataFrame,
                  detector_flags: pd.DataFrame, combined: pd.Series, flagged: pd.Series, *,
-                 merge_gap: int = MERGE_GAP, symbol: str | None = None,
-                 lead_in: np.ndarray | None = None) -> pd.DataFrame:
+                 merge_gap: int = MERGE_GAP, symbol: str | None = None) -> pd.DataFrame:
     """Group flagged bars into events with evidence; columns ``EVENT_COLUMNS``.
 
     All inputs are aligned to ``candles`` (the pipeline's frames: raw scores, calibrated
@@ -92,13 +91,10 @@ def build_events(candles: pd.DataFrame, raw: pd.DataFrame, severity: pd.DataFram
     price_before, %), ``volume_ratio`` (largest volume / median of the 50 bars before),
     ``z_return`` (signed) and ``z_volume`` (peak z against the 50 bars before start),
     ``scores_json`` ({detector: peak raw score}). ``kind`` comes from ``classify_event`` and
-    may look up to ``FOLLOW_BARS`` past the end. ``lead_in`` (bool per bar) marks bars before a
-    flag that belong to its event: a shape rule's pattern from where it began, so the event
-    and its evidence cover the whole move, not only the bar where the shape completed.
+    may look up to ``FOLLOW_BARS`` past the end.
     """
     from detectors.calibration import one_in_bars
-    bars = flagged.to_numpy(dtype=bool)
-    starts, ends = flag_runs(bars if lead_in is None else bars | lead_in, merge_gap)
+    starts, ends = flag_runs(flagged.to_numpy(dtype=bool), merge_gap)
     if len(starts) == 0:
         return _empty_events()
     names = list(raw.columns)

@@ -335,22 +335,3 @@ def test_a_zero_price_is_refused_with_what_to_fix(name, candles):
     broken.iloc[150, broken.columns.get_loc("low")] = 0.0
     with pytest.raises(ValueError, match="positive prices"):
         detectors.create(name).fit(broken)
-
-
-def test_an_event_a_shape_rule_flags_starts_where_the_shape_began():
-    """The rule scores a crash once it has come back; its event still starts at the first
-    falling bar, so the evidence is the fall, not the rebound alone."""
-    rng = np.random.default_rng(2)
-    returns = rng.normal(0.0, 0.01, 200)
-    volume = rng.lognormal(8.0, 0.2, 200)
-    returns[150:152] = [-0.09, -0.07]                          # the crash
-    returns[152:155] = [0.05, 0.04, 0.03]                      # most of it comes back
-    volume[150:155] *= 8
-    frame = _frame(100 * np.exp(np.cumsum(returns)), volume)
-    det = detectors.create("flash_crash").fit(frame)
-    first_flag = int(np.argmax(det.score(frame).to_numpy() >= det.threshold))
-    assert first_flag >= 152
-    assert det.onsets(frame)[first_flag] == 150
-    [event] = detectors.detect(frame, ["flash_crash"]).events.itertuples()
-    assert event.start == frame.index[150] and event.max_move_pct < -10 and event.kind == "flash_crash"
-    assert detectors.create("zscore").onsets(frame) is None     # a z-score is about its own bar
