@@ -12,8 +12,8 @@ symbol out of thousands opens a handful of small files.
 Each part carries ``_seq`` (its write sequence). ``append`` skips bars already stored; with
 ``replace=True`` its bars supersede stored ones (a refetched, now complete bar): both rows stay
 on disk and reads keep the newest. ``covering`` names the time ranges a refetch is the whole
-truth for (a small ``covers/`` file per write): older bars inside them that the source no longer
-returns are dropped from reads too. ``compact`` merges a series' parts per year and drops the
+truth for: a stored bar there that the source no longer returns is named in a small
+``covers/`` file and dropped from reads too. ``compact`` merges a series' parts per year and drops the
 superseded rows. Writers of one series are serialised across processes by a file lock
 (``filelock``); files appear atomically (written beside, then renamed), so readers need no lock.
 """
@@ -122,8 +122,10 @@ class MarketStore:
         ``source``/``symbol``/``interval`` default to ``candles.attrs``. With ``replace`` every
         given bar is written and supersedes a stored bar at the same time (reads keep the
         newest). ``covering``: ``(start, end)`` ranges these bars are all there is in (a
-        refetch); stored bars inside them that are not among these are no longer read.
-        Existing files are never changed.
+        refetch): these bars supersede stored ones there (as with ``replace``), and a stored
+        bar there that is not among them is no longer read (a small ``covers/`` file names
+        it; written only when a bar did vanish, so they stay rare). Existing files are never
+        changed.
         """
         source = source or candles.attrs.get("source")
         symbol = symbol or candles.attrs.get("symbol")
@@ -133,15 +135,20 @@ class MarketStore:
         if frame.empty and not covers:
             return 0
         with self._lock(source, symbol, interval):
-            if not replace and len(frame):
+            # Stored bars inside a covered range that these bars lack: the source withdrew them.
+            last = pd.Timedelta(microseconds=1)   # ranges are [start, end); stored times are in µs
+            gone = pd.DatetimeIndex([t for lo, hi in covers
+                                     for t in self._timestamps(source, symbol, interval, lo, hi - last)
+                                     if t not in frame.index])
+            if not replace and not covers and len(frame):
                 stored = self._timestamps(source, symbol, interval, frame.index[0], frame.index[-1])
                 frame = frame[~frame.index.isin(stored)]
-                if frame.empty and not covers:
-                    return 0
+            if frame.empty and gone.empty:
+                return 0
             seq = self._next_seq(source, symbol, interval)
             base = self.series_dir(source, symbol, interval)
-            if covers:   # first: a crash before the bars only hides bars that a refetch restores
-                table = pd.DataFrame({"start": [a for a, _ in covers], "end": [b for _, b in covers]})
+            if len(gone):   # first: a crash before the bars only hides bars that a refetch restores
+                table = pd.DataFrame({"start": gone, "end": gone + pd.Timedelta(microseconds=1)})
                 self._write_table(base / "covers", table.assign(_seq=np.int64(seq)), f"cover-{seq:019d}")
             for year, part in frame.groupby(frame.index.year):
                 self._write(base / f"year={year}", part, seq)
@@ -225,8 +232,13 @@ class MarketStore:
 
     def _covers(self, source: str, symbol: str, interval: str) -> pd.DataFrame | None:
         """The series' refetched ranges (start, end, _seq), or None when it has none."""
-        paths = sorted((self.series_dir(source, symbol, interval) / "covers").glob("cover-*.parquet"))
-        return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True) if paths else None
+        frames = []
+        for path in sorted((self.series_dir(source, symbol, interval) / "covers").glob("cover-*.parquet")):
+            try:
+                frames.append(pd.read_parquet(path))
+            except FileNotFoundError:   # a compaction spent it between the glob and the read
+                continue
+        return pd.concat(frames, ignore_index=True) if frames else None
 
     def _select(self, files: list[str], start: pd.Timestamp | None, end: pd.Timestamp | None,
                 covers: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -84,10 +84,11 @@ class TailCalibration:
 
     def _log_survival(self, s):
         """log10 of the fitted Pareto survival of the excess over the tail threshold."""
-        x = np.maximum(np.asarray(s, dtype="float64") - self.tail_start_, 0.0) / self.scale_
-        if self.shape_ < 1e-9:
-            return -x / math.log(10)
-        return -np.log10(1.0 + self.shape_ * x) / self.shape_
+        with np.errstate(over="ignore"):   # a huge score: inf here, capped at MAX_DECADES later
+            x = np.maximum(np.asarray(s, dtype="float64") - self.tail_start_, 0.0) / self.scale_
+            if self.shape_ < 1e-9:
+                return -x / math.log(10)
+            return -np.log10(1.0 + self.shape_ * x) / self.shape_
 
     def severity(self, scores: pd.Series) -> pd.Series:
         """Calibrated severity in [0, 1) on ``scores``' index (NaN stays NaN)."""

@@ -132,6 +132,7 @@ class FlashCrashDetector(PumpDumpDetector):
 
     def score_components(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Columns fall_z, rebound_z and volume_factor, like ``frame``."""
+        self._check_frame(frame)   # here: a zero price would mirror to inf, not be refused
         parts = super().score_components(_mirrored(frame))
         return parts.rename(columns={"rise_z": "fall_z", "reversal_z": "rebound_z"})
 

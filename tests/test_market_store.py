@@ -135,3 +135,14 @@ def test_a_bar_the_source_no_longer_returns_is_gone_after_a_covering_refetch(tmp
     assert not list(tmp_path.rglob("cover-*.parquet")) and len(files(tmp_path)) == 2   # covers spent
     expected = pd.concat([expected, canonical(candles).iloc[[104]]]).sort_index()
     pd.testing.assert_frame_equal(store.read("demo", "DEMO-USD", "1h"), expected, check_freq=False)
+
+
+def test_a_covering_append_of_bars_already_stored_hides_nothing(tmp_path, candles):
+    """Covering implies the bars are the truth there: given again, they stay readable, and no
+    cover is written when nothing vanished (so covers stay rare)."""
+    store = MarketStore(tmp_path)
+    store.append(candles)
+    lo, hi = candles.index[10], candles.index[14]
+    store.append(candles.iloc[10:14], covering=[(lo, hi)])
+    pd.testing.assert_frame_equal(store.read("demo", "DEMO-USD", "1h"), canonical(candles), check_freq=False)
+    assert not list(tmp_path.rglob("cover-*.parquet"))
