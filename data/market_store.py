@@ -137,9 +137,10 @@ class MarketStore:
         with self._lock(source, symbol, interval):
             # Stored bars inside a covered range that these bars lack: the source withdrew them.
             last = pd.Timedelta(microseconds=1)   # ranges are [start, end); stored times are in µs
-            gone = pd.DatetimeIndex([t for lo, hi in covers
-                                     for t in self._timestamps(source, symbol, interval, lo, hi - last)
-                                     if t not in frame.index])
+            gone = pd.DatetimeIndex([], tz="UTC", name="timestamp")
+            for lo, hi in covers:
+                gone = gone.union(self._timestamps(source, symbol, interval, lo, hi - last))
+            gone = gone.difference(frame.index)
             if not replace and not covers and len(frame):
                 stored = self._timestamps(source, symbol, interval, frame.index[0], frame.index[-1])
                 frame = frame[~frame.index.isin(stored)]
