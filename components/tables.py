@@ -30,9 +30,21 @@ EVIDENCE_FIELDS = [("return_pct", "Return over event (%)"), ("max_move_pct", "La
                    ("context_note", "News context")]
 
 
+def readable_kind(kind: str) -> str:
+    return str(kind).replace("_", " ")
+
+
+def readable_detectors(names: str) -> str:
+    """"flash_crash,zscore" -> "Flash-crash rule, Rolling z-score" (the labels analysts see)."""
+    from components.controls import detector_label
+    return ", ".join(detector_label(n) for n in str(names).split(",") if n)
+
+
 def render_events_table(events: pd.DataFrame) -> None:
     """The events table; selecting a row opens that event (``state.EVENT``)."""
-    shown = events[[c for c in TABLE_COLUMNS if c in events.columns]]
+    shown = events[[c for c in TABLE_COLUMNS if c in events.columns]].copy()
+    shown["kind"] = shown["kind"].map(readable_kind)
+    shown["detectors"] = shown["detectors"].map(readable_detectors)
     st.dataframe(
         shown, key=state.EVENTS_TABLE, on_select=partial(_picked, list(events["event_id"])),
         selection_mode="single-row",
@@ -46,7 +58,7 @@ def render_events_table(events: pd.DataFrame) -> None:
             "combined_risk": st.column_config.NumberColumn(
                 "Risk", format="%.2f", width=60,
                 help="w × explainer risk + (1 − w) × severity; w is set in Settings."),
-            "detectors": st.column_config.TextColumn("Detectors", width=130),
+            "detectors": st.column_config.TextColumn("Detectors", width=170),
             "return_pct": st.column_config.NumberColumn("Return %", format="%+.2f", width=80),
             "volume_ratio": st.column_config.NumberColumn("Vol ×", format="%.1f", width=60),
             "context_note": st.column_config.TextColumn("News context", width=220),
@@ -90,7 +102,7 @@ def _step(ids: list[str], step: int) -> None:
 
 def render_event_panel(event: pd.Series) -> None:
     """Evidence and full explanation of one event. All untrusted text is rendered as plain text."""
-    st.markdown(f"#### {event['kind'].replace('_', ' ')} · {event['start']:%Y-%m-%d %H:%M} UTC")
+    st.markdown(f"#### {readable_kind(event['kind'])} · {event['start']:%Y-%m-%d %H:%M} UTC")
     cols = st.columns(4)
     cols[0].metric("Severity", f"{event['severity']:.2f}", help=rarity_text(event["severity"]).capitalize()
                    + " on this series (calibrated: equal severities are equally rare for every detector).")
@@ -100,9 +112,12 @@ def render_event_panel(event: pd.Series) -> None:
     left, right = st.columns([1, 1])
     with left:
         st.caption("Evidence")
-        rows = [(label, event[f]) for f, label in EVIDENCE_FIELDS if f in event and pd.notna(event[f])]
+        shown = {**event, "peak_detector": readable_detectors(event.get("peak_detector", "")),
+                 "detectors": readable_detectors(event.get("detectors", ""))}
+        rows = [(label, shown[f]) for f, label in EVIDENCE_FIELDS if f in event and pd.notna(event[f])]
         scores = json.loads(event["scores_json"]) if event.get("scores_json") else {}
-        rows += [(f"Peak score: {name}", value) for name, value in scores.items() if value is not None]
+        rows += [(f"Peak score: {readable_detectors(name)}", value) for name, value in scores.items()
+                 if value is not None]
         st.dataframe(pd.DataFrame([(label, _plain(value)) for label, value in rows], columns=["evidence", "value"]),
                      hide_index=True, width="stretch")
     with right:

@@ -390,3 +390,13 @@ def test_an_alert_link_opens_its_case_on_the_cases_page():
     assert not cases.exception
     assert any(h.value == "Linked case" for h in cases.subheader)
     assert any(event in t.value for t in cases.text)
+
+
+def test_the_events_table_names_kinds_and_detectors_as_analysts_read_them():
+    at = new_app()
+    at.run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "detectors" in d.value.columns)
+    assert len(table) and not table["kind"].str.contains("_").any()
+    labels = {label for cell in table["detectors"] for label in cell.split(", ")}
+    assert labels <= {"Rolling z-score", "Pump-and-dump rule", "Flash-crash rule"} and "Rolling z-score" in labels
