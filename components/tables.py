@@ -58,7 +58,7 @@ def render_events_table(events: pd.DataFrame) -> None:
             "combined_risk": st.column_config.NumberColumn(
                 "Risk", format="%.2f", width=60,
                 help="w × explainer risk + (1 − w) × severity; w is set in Settings."),
-            "detectors": st.column_config.TextColumn("Detectors", width=170),
+            "detectors": st.column_config.TextColumn("Detectors", width=250),
             "return_pct": st.column_config.NumberColumn("Return %", format="%+.2f", width=80),
             "volume_ratio": st.column_config.NumberColumn("Vol ×", format="%.1f", width=60),
             "context_note": st.column_config.TextColumn("News context", width=220),
