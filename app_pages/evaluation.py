@@ -5,6 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from components import controls, services, state
+from components.tables import readable_kind
 from components.views import load_or_stop, score_all
 from data import DataError
 from evaluation.backtest import backtest_avoid_anomalies
@@ -51,7 +52,7 @@ for name, run in runs.items():
     row = {"Detector": "Ensemble" if name == "ensemble" else controls.detector_label(name),
            "Threshold": f"{thresholds[name]:.3g} {units[name]}" if name in thresholds else ensemble.mode}
     row.update({label: result[key] for key, label in METRICS.items()})
-    row.update({f"Recall: {k.replace('_', ' ')}": v for k, v in result["recall_by_kind"].items()})
+    row.update({f"Recall: {readable_kind(k)}": v for k, v in result["recall_by_kind"].items()})
     rows.append(row)
 st.subheader("At the current thresholds")
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",

@@ -56,7 +56,8 @@ def analysis() -> dict:
     c3.metric("Highest severity", "–" if events is None or not len(events) else f"{events['severity'].max():.2f}",
               help=None if events is None or not len(events) else rarity_text(events["severity"].max()).capitalize()
               + " on this series.")
-    c4.metric("Top kind", "–" if events is None or not len(events) else events["kind"].mode().iat[0].replace("_", " "))
+    c4.metric("Top kind",
+              "–" if events is None or not len(events) else tables.readable_kind(events["kind"].mode().iat[0]))
 
     signal_slot, price_slot = st.empty(), st.empty()
     if events is None:

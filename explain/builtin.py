@@ -228,20 +228,25 @@ def _describe(kind: str, evidence: Mapping[str, Any], parts: Mapping[str, str]) 
         phrases += [f"volume {parts['vol']} the trailing median"] if "vol" in parts else []
         phrases += [f"peak score {parts['peak']}"] if "peak" in parts else []
         return ", ".join(phrases) + "."
-    if kind == "pump_and_dump" and (evidence.get("max_move_pct") or 0.0) <= 0:
-        # Flagged at the dump: the run-up came before the event, the event itself is the fall.
+    move = evidence.get("max_move_pct") or 0.0
+    if kind in _SECOND_LEG and move * _SECOND_LEG[kind][0] <= 0:
+        # Flagged at the shape's second leg (a pump's dump, a crash's rebound): the first leg came
+        # before the event, so the event's own move goes the other way; describe that leg.
         text = (f"Price moved {parts['ret']} over {parts['bars']} on volume {parts['vol']} the trailing "
-                "median, reversing a run-up before it — the dump leg of a pump and dump.")
-    if kind == "flash_crash" and (evidence.get("max_move_pct") or 0.0) >= 0:
-        # Flagged at the rebound: the fall came before the event, the event itself is the recovery.
-        text = (f"Price moved {parts['ret']} over {parts['bars']} on volume {parts['vol']} the trailing "
-                "median, recovering a sharp fall just before it — the rebound leg of a flash crash; "
-                "check for a stop-loss cascade or an erroneous order.")
+                f"median, {_SECOND_LEG[kind][1]}")
     if kind == "volume_surge":
         quiet = abs(evidence.get("return_pct", 0.0)) < 1.0
         text += (" — heavy trading without a price change, typical of wash trading." if quiet
                  else " — heavy trading that moved the price.")
     return text
+
+
+#: Shape kinds: (the sign of the first leg's move, how the second leg alone is described).
+_SECOND_LEG = {
+    "pump_and_dump": (1, "reversing a run-up before it — the dump leg of a pump and dump."),
+    "flash_crash": (-1, "recovering a sharp fall just before it — the rebound leg of a flash crash; "
+                        "check for a stop-loss cascade or an erroneous order."),
+}
 
 
 def _quote(headline: str) -> str:
