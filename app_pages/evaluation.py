@@ -33,7 +33,7 @@ if labels is None or labels.empty:
     st.info("Evaluation needs labelled events: use the demo market or upload labels (start, end, kind).")
     st.stop()
 kinds = st.multiselect("Label kinds to evaluate against", sorted(labels["kind"].unique()),
-                       default=sorted(labels["kind"].unique()))
+                       default=sorted(labels["kind"].unique()), format_func=readable_kind)
 if not kinds:
     st.stop()
 
