@@ -2,12 +2,14 @@
 process), ranked by highest severity. Progress and results are read from the scan's report
 folder and its events go to the case log, so a closed tab or a rerun loses nothing."""
 import os
+from functools import partial
 
 import pandas as pd
 import streamlit as st
 
 from components import controls, services, state
 from components import scan as scan_ui
+from components.tables import readable_detectors, readable_kind
 from data.export import to_safe_csv
 from store.watchlists import load_watchlists, save_watchlist
 
@@ -110,16 +112,28 @@ if recall:
 st.caption("Ranked by highest severity. Select a row to open it in the Explorer; its events are in the "
            "case log (Cases page).")
 table = summary.drop(columns=["labels", "labels_found"]) if not recall else summary
-result = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row", key="scan_table",
+shown = table.assign(top_kind=table["top_kind"].fillna("").map(readable_kind),
+                     peak_detector=table["peak_detector"].fillna("").map(readable_detectors))
+when = partial(st.column_config.DatetimeColumn, format="YYYY-MM-DD HH:mm")
+result = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="scan_table",
                       width="stretch",
                       column_config={
+                          "rank": st.column_config.NumberColumn("Rank"),
                           "symbol": st.column_config.TextColumn("Symbol"),
+                          "peak_score": st.column_config.NumberColumn("Peak score", format="%.3g"),
+                          "peak_detector": st.column_config.TextColumn("Peak detector"),
+                          "bars": st.column_config.NumberColumn("Bars"),
+                          "first_bar": when("First bar (UTC)"),
+                          "last_bar": when("Last bar (UTC)"),
+                          "labels": st.column_config.NumberColumn("Injected events"),
+                          "labels_found": st.column_config.NumberColumn("Found"),
+                          "seconds": st.column_config.NumberColumn("Seconds", format="%.2f"),
                           "max_severity": st.column_config.ProgressColumn(
                               "Highest severity", min_value=0.0, max_value=1.0, format="%.3f"),
                           "rarity": st.column_config.TextColumn("Rarity"),
                           "events": st.column_config.NumberColumn("Events"),
                           "recent_events": st.column_config.NumberColumn("Recent events"),
-                          "last_event": st.column_config.DatetimeColumn("Last event (UTC)", format="YYYY-MM-DD HH:mm"),
+                          "last_event": when("Last event (UTC)"),
                           "top_kind": st.column_config.TextColumn("Top kind"),
                           "last_close": st.column_config.NumberColumn("Last close", format="%.2f"),
                           "return_pct": st.column_config.NumberColumn("Return %", format="%+.2f"),
