@@ -24,13 +24,14 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from store import data_dir
+from store import data_dir, use_wal
 
 __all__ = ["open_engine", "default_engine", "default_url", "migrate", "schema_revision",
            "head_revision", "audit_digest", "audit_at_text", "check_text", "check_name",
            "NAME_LIMIT", "UtcDateTime", "utc_now", "insert"]
 
 NAME_LIMIT = 64
+_BUSY_MS = 10_000  # how long a SQLite connection waits for another's lock
 _MIGRATION_LOCK = 7_341_905_113  # pg_advisory_xact_lock key held while migrating
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _default: tuple[str, sa.Engine] | None = None
@@ -118,9 +119,10 @@ def _sqlite_connect(dbapi_connection, _record) -> None:
     # triggers call, so a connection without it (a plain sqlite3 shell) cannot change cases.
     dbapi_connection.create_function("audit_digest", 8, audit_digest, deterministic=True)
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+    use_wal(cursor, _BUSY_MS / 1000)
     cursor.close()
+
 
 
 #: The newest migration in ``store/migrations/versions`` (a test checks it is Alembic's head),

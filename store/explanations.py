@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from store import data_dir
+from store import data_dir, use_wal
 
 __all__ = ["get_cached", "get_cached_many", "put_cached", "put_cached_many", "clear_cached",
            "cache_path"]
@@ -33,7 +33,7 @@ def cache_path() -> Path:
 
 def _connect() -> sqlite3.Connection:
     conn = sqlite3.connect(cache_path(), timeout=10)
-    conn.execute("PRAGMA journal_mode=WAL")
+    use_wal(conn, 10)
     conn.execute("PRAGMA synchronous=NORMAL")  # a cache: durability of the last write is not needed
     conn.execute(_SCHEMA)
     return conn

@@ -19,11 +19,13 @@ import glob
 import multiprocessing
 import os
 import pwd
+import queue
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 import types
 import uuid
 from collections.abc import Iterator
@@ -213,3 +215,19 @@ def start_processes(processes) -> None:
             process.start()
     finally:
         sys.modules["__main__"] = main
+
+
+def collect(results, processes, timeout: float = 120) -> list:
+    """One result from each process; fails at once if one dies first (not after ``timeout``)."""
+    got, deadline = [], time.monotonic() + timeout
+    while len(got) < len(processes):
+        try:
+            got.append(results.get(timeout=0.2))
+        except queue.Empty:
+            dead = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            assert not dead, f"a worker process failed (exit codes {dead}); its error is above"
+            assert time.monotonic() < deadline, f"only {len(got)} of {len(processes)} done"
+    for process in processes:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    return got

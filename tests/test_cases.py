@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from store.cases import STATUSES, CaseLog, ConflictError
-from tests.pg import database, pg_server, process_context, start_processes  # noqa: F401
+from tests.pg import collect, database, pg_server, process_context, start_processes  # noqa: F401
 
 
 @pytest.fixture
@@ -246,10 +246,7 @@ def test_two_processes_editing_one_case_lose_nothing(log, db_url):
     workers = [ctx.Process(target=_edit_note_repeatedly, args=(db_url, who, edits, barrier, results))
                for who in ("bob", "carol")]
     start_processes(workers)
-    outcome = dict(results.get(timeout=120) for _ in workers)
-    for worker in workers:
-        worker.join(timeout=30)
-        assert worker.exitcode == 0
+    outcome = dict(collect(results, workers))
     assert set(outcome) == {"bob", "carol"}
 
     assert log.get("e1")["version"] == 1 + 2 * edits

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from store import db
 from store.cases import CaseLog
-from tests.pg import database, pg_server, process_context, start_processes  # noqa: F401
+from tests.pg import collect, database, pg_server, process_context, start_processes  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES, EVENTS_EACH = 4, 3
@@ -49,10 +49,7 @@ def test_processes_opening_a_fresh_database_together_all_write(database):
     workers = [ctx.Process(target=_start_and_write, args=(app_url, admin_url, w, barrier, results))
                for w in range(PROCESSES)]
     start_processes(workers)
-    done = sorted(results.get(timeout=120) for _ in workers)   # a deadlock would time out here
-    for worker in workers:
-        worker.join(timeout=30)
-        assert worker.exitcode == 0
+    done = sorted(collect(results, workers))   # a deadlock would time out here
     assert done == list(range(PROCESSES))
 
     log = CaseLog(app_url)

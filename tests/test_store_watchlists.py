@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from store import data_dir
 from store.db import check_name
 from store.watchlists import delete_watchlist, import_legacy_watchlists, load_watchlists, save_watchlist
-from tests.pg import database, pg_server, process_context, start_processes  # noqa: F401
+from tests.pg import collect, database, pg_server, process_context, start_processes  # noqa: F401
 
 PROCESSES, SAVES = 8, 25
 
@@ -44,10 +44,7 @@ def test_concurrent_saves_from_processes_all_land(database):
     workers = [ctx.Process(target=_save_many, args=(app_url, w, barrier, results))
                for w in range(PROCESSES)]
     start_processes(workers)
-    assert sorted(results.get(timeout=120) for _ in workers) == list(range(PROCESSES))
-    for worker in workers:
-        worker.join(timeout=30)
-        assert worker.exitcode == 0
+    assert sorted(collect(results, workers)) == list(range(PROCESSES))
     saved = load_watchlists(log=log)
     assert len(saved) == PROCESSES * SAVES + 1
     assert all(saved[f"w{w}-{i}"] == [f"S{w}", f"T{i}"]
