@@ -38,12 +38,13 @@ if not kinds:
     st.stop()
 
 detection = scored.detect(thresholds, ensemble.mode, ensemble.k)
-# Each detector alone and the ensemble, flagged exactly as the Explorer flags them; PR-AUC is
+# Each detector alone and the ensemble, flagged exactly as the Explorer flags them; PR-AUCs are
 # of the calibrated severity (one scale for all, so the rows compare like with like).
 runs = {name: scored.subset([name]).detect(thresholds) for name in scores}
 runs["ensemble"] = detection
 series = {name: run.combined for name, run in runs.items()}
-METRICS = {"pr_auc": "PR-AUC", "base_rate": "Base rate", "event_recall": "Event recall",
+METRICS = {"event_pr_auc": "Event PR-AUC", "pr_auc": "Bar PR-AUC", "base_rate": "Base rate",
+           "event_recall": "Event recall",
            "flag_precision": "Flag precision", "f1": "F1", "detection_delay": "Delay (bars)",
            "n_labels": "Labels", "n_flagged_events": "Flagged events"}
 rows = []
@@ -57,8 +58,11 @@ for name, run in runs.items():
 st.subheader("At the current thresholds")
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.2f") for c in
-                            ("PR-AUC", "Base rate", "Event recall", "Flag precision", "F1", "Delay (bars)")})
-st.caption("PR-AUC is point-wise, of the calibrated severity; the base rate is what a random score gets.")
+                            ("Event PR-AUC", "Bar PR-AUC", "Base rate", "Event recall",
+                             "Flag precision", "F1", "Delay (bars)")})
+st.caption("PR-AUCs of the calibrated severity over all thresholds. Event PR-AUC: labelled "
+           "events found against flagged events that are real. Bar PR-AUC: bars inside labels "
+           "against flagged bars; the base rate is what a random score gets.")
 
 left, right = st.columns(2)
 with left:

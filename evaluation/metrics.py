@@ -2,8 +2,10 @@
 
 Two views, because analysts care about both: point-wise ranking quality (PR-AUC of the raw
 score against "inside a labelled window", robust to the heavy class imbalance), and
-event-wise usefulness at a threshold (how many labelled events get at least one flag, and
-how many flagged events are real). Flagged bars are grouped into events the way
+event-wise usefulness (how many labelled events get at least one flag, and how many flagged
+events are real), at a threshold and as the event-wise PR-AUC over all thresholds: an
+analyst reviews events, not bars, so an event found by its one extreme bar counts as found,
+where point-wise it still leaves the window's quiet bars unfound. Flagged bars are grouped into events the way
 ``detectors.to_events`` groups them. Positions and delays are counted in bars.
 """
 from __future__ import annotations
@@ -17,6 +19,8 @@ from events.build import MERGE_GAP, flag_runs
 
 #: Bars after a label's end during which a flag still counts as finding it.
 DEFAULT_TOLERANCE = 3
+#: Cuts the event-wise PR-AUC sweeps: the scores at this many ranks, spaced geometrically.
+EVENT_CURVE_CUTS = 200
 
 
 def evaluate(scores: pd.Series, labels: pd.DataFrame, threshold: float | None = None, *,
@@ -48,13 +52,15 @@ def evaluate(scores: pd.Series, labels: pd.DataFrame, threshold: float | None = 
     -------
     dict
         ``pr_auc`` (NaN without labels), ``base_rate`` (the PR-AUC of a random score),
-        ``event_recall``, ``flag_precision``, ``f1``, ``recall_by_kind`` (kind -> recall),
+        ``event_pr_auc`` (see ``event_pr_auc``; NaN without labels), ``event_recall``,
+        ``flag_precision``, ``f1``, ``recall_by_kind`` (kind -> recall),
         ``detection_delay`` (mean bars from label start to its first flag; NaN if none
         found), ``n_labels`` and ``n_flagged_events``.
     """
     windows = _label_windows(scores.index, labels, kinds)
     inside = _inside_mask(len(scores), windows)
     result = {"pr_auc": _pr_auc(scores, inside),
+              "event_pr_auc": _event_pr_auc(scores, windows, tolerance, merge_gap),
               "base_rate": float(inside.mean()) if len(inside) else np.nan}
     if flagged is None:
         if threshold is None:
@@ -76,6 +82,31 @@ def threshold_sweep(scores: pd.Series, labels: pd.DataFrame, thresholds, *, kind
         rows.append({"threshold": float(threshold), "precision": metrics["flag_precision"],
                      "recall": metrics["event_recall"], "f1": metrics["f1"]})
     return pd.DataFrame(rows, columns=["threshold", "precision", "recall", "f1"])
+
+
+def event_pr_auc(scores: pd.Series, labels: pd.DataFrame, *, kinds=None,
+                 tolerance: int = DEFAULT_TOLERANCE, merge_gap: int = MERGE_GAP) -> float:
+    """Area under the event-wise precision-recall curve of ``scores`` (NaN without labels).
+
+    Average precision over cuts from the highest score down: the sum of each cut's flag
+    precision times the event recall it adds. The cuts are the scores at
+    ``EVENT_CURVE_CUTS`` ranks spaced geometrically (fine at the top, where analysts look).
+    """
+    return _event_pr_auc(scores, _label_windows(scores.index, labels, kinds), tolerance, merge_gap)
+
+
+def _event_pr_auc(scores: pd.Series, windows: pd.DataFrame, tolerance: int, merge_gap: int) -> float:
+    values = scores.to_numpy(dtype="float64")
+    finite = np.sort(values[np.isfinite(values)])[::-1]
+    if windows.empty or not len(finite):
+        return np.nan
+    ranks = np.unique(np.geomspace(1, len(finite), EVENT_CURVE_CUTS).round().astype(int))
+    area, recall_before = 0.0, 0.0
+    for cut in np.unique(finite[ranks - 1])[::-1]:
+        metrics = _event_metrics(values >= cut, windows, tolerance, merge_gap)
+        area += (metrics["event_recall"] - recall_before) * metrics["flag_precision"]
+        recall_before = metrics["event_recall"]
+    return float(area)
 
 
 def best_threshold(sweep: pd.DataFrame) -> float:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evaluation.metrics import best_threshold, evaluate, pr_curve, threshold_sweep
+from evaluation.metrics import best_threshold, evaluate, event_pr_auc, pr_curve, threshold_sweep
 
 INDEX = pd.date_range("2024-01-01", periods=100, freq="h", tz="UTC", name="timestamp")
 
@@ -42,6 +42,21 @@ def test_evaluate_worked_example(scores):
     # by hand: at 5.0, 1 of 3 flags is inside (recall 1/6); at 0.0, 6 of 95 (recall 1);
     # the NaN bars rank lowest and add no recall
     assert result["pr_auc"] == pytest.approx((1 / 6) * (1 / 3) + (5 / 6) * (6 / 95))
+
+
+def test_event_pr_auc_worked_example(scores):
+    # At 5.0 the three flags find both labels, two of them true: precision 2/3 over recall 1.
+    assert evaluate(scores, LABELS, threshold=1.0)["event_pr_auc"] == pytest.approx(2 / 3)
+    ranked = scores.copy()
+    ranked.iloc[[11, 30, 55]] = [9.0, 7.0, 5.0]
+    # cut 9: A found, precision 1 (recall +1/2); cut 7: nothing new; cut 5: B found with
+    # 2 of 3 flags true (recall +1/2); the cut at 0 flags one run over all (nothing new).
+    assert event_pr_auc(ranked, LABELS) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    # The order matters: the false flag ranked first costs precision on every later cut.
+    ranked.iloc[[11, 30, 55]] = [7.0, 9.0, 5.0]
+    assert event_pr_auc(ranked, LABELS) == pytest.approx(0.5 * 1 / 2 + 0.5 * 2 / 3)
+    assert np.isnan(event_pr_auc(ranked, LABELS.iloc[:0]))
+    assert event_pr_auc(ranked, LABELS, kinds=["a"]) == pytest.approx(1 / 2)
 
 
 def test_tolerance_and_kinds(scores):

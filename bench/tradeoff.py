@@ -1,0 +1,74 @@
+"""The z-score's cut against both benches at once: real-market recall versus demo precision.
+
+Run: .venv/bin/python bench/tradeoff.py [PATH] [--cuts 3.6 4.0 4.4 4.8]
+
+For each base cut (the daily cut; intraday adds log10(bars per day), as ``default_cut``)
+the default detection runs on the real markets in PATH (default ../shared/realdata, as
+``bench/real_markets.py``) and on the 18 labelled demo markets (as ``bench/detection.py``).
+Printed per cut: real daily and hourly recall and flagged days per year, demo recall per
+target kind, flag precision and event-wise PR-AUC. It shows where the real-market targets
+(daily recall >= 0.95 at <= 6 days/yr) and the demo's flag precision >= 0.7 meet, if anywhere.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from detection import INTERVALS, SYMBOLS, TARGET_KINDS, evaluate_with_counts, pooled  # noqa: E402
+from real_markets import load, tally, windows  # noqa: E402
+
+import detectors  # noqa: E402
+from data.demo import demo_market  # noqa: E402
+from detectors.pipeline import DEFAULT_SPECS  # noqa: E402
+from detectors.zscore import BASE_CUT, default_cut  # noqa: E402
+
+
+def specs_at(base_cut: float, candles: pd.DataFrame) -> list:
+    """The default specs with the z-score's cut moved to ``base_cut`` (same bar-size rule)."""
+    cut = default_cut(candles.index) - BASE_CUT + base_cut
+    return [(n, {**p, "threshold": cut} if n == "zscore" else p) for n, p in DEFAULT_SPECS]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("path", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared" / "realdata"))
+    parser.add_argument("--cuts", type=float, nargs="+", default=[3.6, 4.0, 4.4, 4.8])
+    args = parser.parse_args()
+    root = Path(args.path)
+    if not (root / "events.csv").is_file():
+        sys.exit(f"No events.csv under {root}: pass the real-market folder as PATH.")
+    events = pd.read_csv(root / "events.csv")
+    real = [(symbol, load(root, symbol), windows(group, not symbol.endswith("USDT")))
+            for symbol, group in events.groupby("symbol")]
+    demos = [demo_market(seed=seed, symbol=symbol, interval=interval)
+             for seed in (1, 2, 3) for symbol in SYMBOLS for interval in INTERVALS]
+    rows = []
+    for base in args.cuts:
+        row = {"base cut": base}
+        totals = {"daily": ([], 0, 0.0), "hourly": ([], 0, 0.0)}
+        for symbol, candles, spans in real:
+            flagged = detectors.detect(candles, specs_at(base, candles)).flagged
+            found, days, years = tally(flagged, spans)
+            freq = "hourly" if symbol.endswith("USDT") else "daily"
+            had = totals[freq]
+            totals[freq] = (had[0] + [f for _, f in found], had[1] + days, had[2] + years)
+        for freq, (found, days, years) in totals.items():
+            row[f"real {freq} recall"] = np.mean(found)
+            row[f"real {freq} days/yr"] = days / years
+        demo = pooled([evaluate_with_counts(detectors.detect(m.candles, specs_at(base, m.candles)),
+                                            m.labels) for m in demos])
+        row.update({f"demo {k}": demo[k] for k in (*TARGET_KINDS, "precision", "event_pr_auc")})
+        rows.append(row)
+    pd.set_option("display.width", 220)
+    print(pd.DataFrame(rows).set_index("base cut").to_string(float_format=lambda v: f"{v:.2f}"))
+
+
+if __name__ == "__main__":
+    main()
