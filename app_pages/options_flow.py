@@ -1,5 +1,4 @@
 """Options flow: unusual options activity (possible trading ahead of announcements)."""
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -43,7 +42,8 @@ if assessment.source != "built-in":
         st.metric("Risk, blended with the model (0.6 statistical + 0.4 model)", f"{assessment.risk:.2f}")
 
 st.subheader("Flagged contracts")
-flagged = result.contracts[result.contracts["unusual"]]
+flagged = result.contracts[result.contracts["unusual"]].copy()
+flagged.attrs = {}   # the chain's metadata (spot, fetch time) is not table data
 if flagged.empty:
     st.caption("No contract traded more than 5x its open interest.")
 else:
@@ -75,4 +75,6 @@ if spot:
 fig.update_layout(height=520, margin=dict(l=10, r=10, t=20, b=10), xaxis_title="Expiry", yaxis_title="Strike")
 st.plotly_chart(fig, key="options_heatmap")
 with st.expander("Whole chain"):
-    st.dataframe(pd.DataFrame(chain), hide_index=True, width="stretch")
+    whole = chain.copy()
+    whole.attrs = {}
+    st.dataframe(whole, hide_index=True, width="stretch")
