@@ -13,8 +13,8 @@ Each part carries ``_seq`` (its write sequence). ``append`` skips bars already s
 ``replace=True`` its bars supersede stored ones (a refetched, now complete bar): both rows stay
 on disk and reads keep the newest. ``covering`` names the time ranges a refetch is the whole
 truth for: a stored bar there that the source no longer returns is named in a small
-``covers/`` file and dropped from reads too. ``compact`` merges a series' parts per year and drops the
-superseded rows. Writers of one series are serialised across processes by a file lock
+``covers/`` file and dropped from reads (and from ``sql``) too. ``compact`` merges a series'
+parts per year and drops the superseded rows. Writers of one series are serialised across processes by a file lock
 (``filelock``); files appear atomically (written beside, then renamed), so readers need no lock.
 """
 from __future__ import annotations
@@ -104,13 +104,23 @@ class MarketStore:
         return con
 
     def sql(self, query: str, params: list | None = None) -> pd.DataFrame:
-        """Any DuckDB SQL over the store: ``{candles}`` in ``query`` stands for every stored row
-        (columns timestamp, open, high, low, close, volume, _seq, source, interval, symbol, year),
-        superseded and refetched-away rows included until ``compact`` (a screen, not a read)."""
-        glob = (self.root / "*" / "*" / "*" / "*" / _PART).as_posix()
-        table = (f"read_parquet('{glob}', hive_partitioning = true, union_by_name = true, "
-                 "hive_types = {'source': VARCHAR, 'interval': VARCHAR, 'symbol': VARCHAR, "
-                 "'year': INTEGER})")
+        """Any DuckDB SQL over the store: ``{candles}`` in ``query`` stands for the stored bars
+        of every series as ``read`` returns them (the newest row of each time, refetched-away
+        bars dropped), with columns timestamp, open, high, low, close, volume, _seq, source,
+        interval, symbol, year."""
+        series = self.root.as_posix() + "/*/*/*"
+        keys = "'source': VARCHAR, 'interval': VARCHAR, 'symbol': VARCHAR"
+        rows = (f"read_parquet('{series}/*/{_PART}', hive_partitioning = true, union_by_name = true, "
+                f"hive_types = {{{keys}, 'year': INTEGER}})")
+        gone = ""
+        if any(self.root.glob("*/*/*/covers/cover-*.parquet")):
+            covers = (f"read_parquet('{series}/covers/cover-*.parquet', hive_partitioning = true, "
+                      f"hive_types = {{{keys}}})")
+            gone = (f"WHERE NOT EXISTS (SELECT 1 FROM {covers} v WHERE v.source = c.source AND "
+                    "v.interval = c.interval AND v.symbol = c.symbol AND c._seq < v._seq AND "
+                    'c.timestamp >= v.start::TIMESTAMPTZ AND c.timestamp < v."end"::TIMESTAMPTZ)')
+        table = (f"(SELECT * FROM {rows} c {gone} QUALIFY row_number() OVER (PARTITION BY c.source, "
+                 "c.interval, c.symbol, c.timestamp ORDER BY c._seq DESC) = 1)")
         return self._con().sql(query.replace("{candles}", table), params=params).to_arrow_table().to_pandas()
 
     # ---- writing --------------------------------------------------------------------------

@@ -128,6 +128,8 @@ def test_a_bar_the_source_no_longer_returns_is_gone_after_a_covering_refetch(tmp
     store.append(candles.iloc[:0], covering=[(candles.index[200], candles.index[203])])
     expected = expected.drop(candles.index[200:203])
     pd.testing.assert_frame_equal(store.read("demo", "DEMO-USD", "1h"), expected, check_freq=False)
+    # SQL over the store sees what read sees, before any compaction.
+    assert_sql_sees(store, expected)
     # A later plain append inside a covered range is read (it is newer than the cover).
     assert store.append(candles.iloc[[104]]) == 1
     assert candles.index[104] in store.read("demo", "DEMO-USD", "1h").index
@@ -135,6 +137,23 @@ def test_a_bar_the_source_no_longer_returns_is_gone_after_a_covering_refetch(tmp
     assert not list(tmp_path.rglob("cover-*.parquet")) and len(files(tmp_path)) == 2   # covers spent
     expected = pd.concat([expected, canonical(candles).iloc[[104]]]).sort_index()
     pd.testing.assert_frame_equal(store.read("demo", "DEMO-USD", "1h"), expected, check_freq=False)
+
+
+def assert_sql_sees(store: MarketStore, expected: pd.DataFrame) -> None:
+    seen = store.sql("SELECT timestamp, open, high, low, close, volume FROM {candles} ORDER BY timestamp")
+    seen = seen.set_index(pd.DatetimeIndex(seen.pop("timestamp")).tz_convert("UTC").as_unit("ns"))
+    pd.testing.assert_frame_equal(seen, expected, check_freq=False, check_names=False)
+
+
+def test_sql_sees_the_newest_row_of_a_replaced_bar(tmp_path, candles):
+    store = MarketStore(tmp_path)
+    store.append(candles)
+    fixed = candles.iloc[50:60].copy()
+    fixed["close"] *= 1.01                                  # a refetched, now complete bar
+    store.append(fixed, replace=True)
+    expected = canonical(candles)
+    expected.loc[fixed.index, "close"] = fixed["close"].to_numpy()
+    assert_sql_sees(store, expected)
 
 
 def test_a_covering_append_of_bars_already_stored_hides_nothing(tmp_path, candles):
