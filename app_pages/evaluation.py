@@ -81,16 +81,18 @@ with right:
     low, high, _ = controls.slider_range(scores[name], thresholds[name])
     grid = np.linspace(max(low, high / 100), high, 60)
     sweep = threshold_sweep(scores[name], labels, grid, kinds=kinds)
-    fig = go.Figure([go.Scatter(x=sweep["threshold"], y=sweep[c], mode="lines", name=c)
-                     for c in ("f1", "precision", "recall")])
+    fig = go.Figure([go.Scatter(x=sweep["threshold"], y=sweep[c], mode="lines", name=label)
+                     for c, label in (("f1", "F1"), ("precision", "Precision"), ("recall", "Recall"))])
     try:
         best = best_threshold(sweep)
-        fig.add_vline(x=best, line=dict(dash="dash", color="#c4161c"), annotation_text=f"best {best:.3g}")
+        fig.add_vline(x=best, line=dict(dash="dash", color="#c4161c"), annotation_text=f"best {best:.3g}",
+                      annotation_position="top right")
     except ValueError as exc:
         best = None
         st.caption(str(exc))
-    fig.add_vline(x=thresholds[name], line=dict(dash="dot", color="#555"), annotation_text="current")
-    fig.update_layout(height=330, margin=dict(l=10, r=10, t=10, b=10), xaxis_title=f"threshold ({units[name]})",
+    fig.add_vline(x=thresholds[name], line=dict(dash="dot", color="#555"), annotation_text="current",
+                  annotation_position="bottom left")
+    fig.update_layout(height=330, margin=dict(l=10, r=10, t=10, b=10), xaxis_title=f"Threshold ({units[name]})",
                       yaxis_range=[0, 1.02])
     st.plotly_chart(fig, key="sweep_chart")
     if best is not None and st.button(f"Use {best:.3g} as the Explorer's threshold", icon=":material/tune:"):

@@ -57,7 +57,7 @@ m[0].metric("Headlines", f"{len(table):,}")
 m[1].metric("Flagged", int(table["flagged"].sum()))
 m[2].metric("Embedder", embedder)
 fig = go.Figure()
-for flagged, colour, name in ((False, "#8a97ab", "ordinary"), (True, "#c4161c", "flagged")):
+for flagged, colour, name in ((False, "#8a97ab", "Ordinary"), (True, "#c4161c", "Flagged")):
     part = view[view["flagged"] == flagged]
     fig.add_trace(go.Scatter(x=part["timestamp"], y=part["score"], mode="markers", name=name,
                              marker=dict(color=colour, size=7 if flagged else 5),
@@ -73,7 +73,10 @@ shown = view[["timestamp", "headline", "source", "score", "flagged"]].reset_inde
 picked = st.dataframe(shown, key="news_table", on_select="rerun", selection_mode="single-row", hide_index=True,
                       width="stretch", column_config={
                           "timestamp": st.column_config.DatetimeColumn("Time (UTC)", format="YYYY-MM-DD HH:mm"),
-                          "score": st.column_config.NumberColumn(format="%.3f")})
+                          "headline": st.column_config.TextColumn("Headline"),
+                          "source": st.column_config.TextColumn("Outlet"),
+                          "score": st.column_config.NumberColumn(f"Score ({unit})", format="%.3f"),
+                          "flagged": st.column_config.CheckboxColumn("Flagged")})
 rows = [r for r in picked.selection.rows if 0 <= r < len(shown)]
 if rows:
     row = shown.iloc[rows[0]]
