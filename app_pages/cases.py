@@ -8,15 +8,18 @@ import datetime as dt
 import streamlit as st
 
 from components import services
+from components.tables import readable_kind
 from data.export import to_safe_csv
-from store.cases import STATUSES, ConflictError
+from events.kinds import KINDS
+from store.cases import HIGH_RISK_SEVERITY, STATUSES, ConflictError
 
 st.title("Cases")
 log = services.case_log()
 who = services.analyst_name()
 check = log.verify_audit()  # the hash chain over every audit row: tampering shows here
 if check.ok:
-    st.success(f"Audit trail intact ({check.rows} rows)", icon=":material/verified:")
+    st.success(f"Audit trail intact ({check.rows} row{'' if check.rows == 1 else 's'})",
+               icon=":material/verified:")
 else:
     st.error(f"Audit trail broken at row {check.broken_id}: {check.problem}", icon=":material/gpp_bad:")
 
@@ -39,7 +42,7 @@ with st.sidebar:
     st.subheader("Filter")
     statuses = st.multiselect("Status", STATUSES, default=["new", "reviewing", "escalated"])
     min_severity = st.slider("Minimum severity", 0.0, 1.0, 0.0, 0.05)
-    kind = st.text_input("Kind (e.g. pump_and_dump)").strip() or None
+    kind = st.selectbox("Kind", KINDS, index=None, format_func=readable_kind, placeholder="Any kind")
     symbol = st.text_input("Symbol").strip().upper() or None
     since = st.date_input("Events since", value=None)
 
@@ -51,16 +54,29 @@ except ValueError as exc:
     st.error("Check the filters:", icon=":material/filter_alt:")
     st.text(str(exc))
     st.stop()
-st.text(f"{len(cases)} case(s). Acting as {who}: every change is recorded in the audit trail.")
+st.text(f"{len(cases)} case{'' if len(cases) == 1 else 's'}. Acting as {who}: every change is recorded "
+        "in the audit trail.")
 if cases.empty:
     st.info("No cases match. Open a case from the Explorer: select an event and save it to the case log.")
 else:
     shown = cases[["event_id", "symbol", "kind", "severity", "start", "status", "assignee", "tags", "note",
                    "version", "updated_at"]]
+    shown = shown.assign(kind=shown["kind"].map(readable_kind))
     picked = st.dataframe(shown, key="cases_table", on_select="rerun", selection_mode="multi-row",
-                          hide_index=True, width="stretch",
-                          column_config={"severity": st.column_config.ProgressColumn(
-                              "Severity", min_value=0.0, max_value=1.0, format="%.2f")})
+                          hide_index=True, width="stretch", column_config={
+                              "event_id": st.column_config.TextColumn("Event id"),
+                              "symbol": st.column_config.TextColumn("Symbol"),
+                              "kind": st.column_config.TextColumn("Kind"),
+                              "severity": st.column_config.ProgressColumn(
+                                  "Severity", min_value=0.0, max_value=1.0, format="%.2f"),
+                              "start": st.column_config.DatetimeColumn("Start (UTC)", format="YYYY-MM-DD HH:mm"),
+                              "status": st.column_config.TextColumn("Status"),
+                              "assignee": st.column_config.TextColumn("Assignee"),
+                              "tags": st.column_config.TextColumn("Tags"),
+                              "note": st.column_config.TextColumn("Note"),
+                              "version": st.column_config.NumberColumn("Version"),
+                              "updated_at": st.column_config.DatetimeColumn("Updated (UTC)",
+                                                                            format="YYYY-MM-DD HH:mm:ss")})
     rows = [r for r in picked.selection.rows if 0 <= r < len(cases)]
     chosen = cases.iloc[rows]
     if len(chosen):
@@ -91,12 +107,25 @@ else:
                     st.text(str(exc))
         st.caption("Audit trail (append-only, hash-chained)")
         trail = log.audit_trail(case["event_id"])
-        st.dataframe(trail.drop(columns=["prev_hash", "hash"]), hide_index=True, width="stretch")
+        st.dataframe(trail.drop(columns=["prev_hash", "hash"]), hide_index=True, width="stretch",
+                     column_config={"id": st.column_config.NumberColumn("Row"),
+                                    "event_id": st.column_config.TextColumn("Event id"),
+                                    "at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+                                    "who": st.column_config.TextColumn("Who"),
+                                    "field": st.column_config.TextColumn("Field"),
+                                    "old_value": st.column_config.TextColumn("Before"),
+                                    "new_value": st.column_config.TextColumn("After")})
 
 st.subheader("Compliance summary")
 period = st.radio("Period", {"D": "Day", "W": "Week", "M": "Month"}, horizontal=True, index=1,
                   format_func={"D": "Day", "W": "Week", "M": "Month"}.get)
 summary = log.compliance_summary(period=period)
-st.dataframe(summary, hide_index=True, width="stretch")
+st.dataframe(summary.assign(kind=summary["kind"].map(readable_kind)), hide_index=True, width="stretch",
+             column_config={"period": st.column_config.DateColumn("Period from"),
+                            "kind": st.column_config.TextColumn("Kind"),
+                            "detections": st.column_config.NumberColumn("Detections"),
+                            "high_risk": st.column_config.NumberColumn(
+                                "High risk", help=f"Severity above {HIGH_RISK_SEVERITY}."),
+                            **{s: st.column_config.NumberColumn(s.capitalize()) for s in STATUSES}})
 st.download_button("Download compliance summary CSV", to_safe_csv(summary), file_name="compliance-summary.csv",
                    mime="text/csv", on_click="ignore", disabled=summary.empty)
