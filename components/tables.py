@@ -118,7 +118,7 @@ def render_event_panel(event: pd.Series) -> None:
         scores = json.loads(event["scores_json"]) if event.get("scores_json") else {}
         rows += [(f"Peak score: {readable_detectors(name)}", value) for name, value in scores.items()
                  if value is not None]
-        st.dataframe(pd.DataFrame([(label, _plain(value)) for label, value in rows], columns=["evidence", "value"]),
+        st.dataframe(pd.DataFrame([(label, _plain(value)) for label, value in rows], columns=["Evidence", "Value"]),
                      hide_index=True, width="stretch")
     with right:
         if "explanation" in event and event["explanation"]:
