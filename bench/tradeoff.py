@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from detection import INTERVALS, SYMBOLS, TARGET_KINDS, evaluate_with_counts, pooled  # noqa: E402
-from real_markets import load, tally, windows  # noqa: E402
+from real_markets import events_root, load, tally, windows  # noqa: E402
 
 import detectors  # noqa: E402
 from data.demo import demo_market  # noqa: E402
@@ -38,12 +38,10 @@ def specs_at(base_cut: float, candles: pd.DataFrame) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("path", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared" / "realdata"))
+    parser.add_argument("path", nargs="?", help="the real-market folder (default ../shared/realdata)")
     parser.add_argument("--cuts", type=float, nargs="+", default=[3.6, 4.0, 4.4, 4.8])
     args = parser.parse_args()
-    root = Path(args.path)
-    if not (root / "events.csv").is_file():
-        sys.exit(f"No events.csv under {root}: pass the real-market folder as PATH.")
+    root = events_root(args.path)
     events = pd.read_csv(root / "events.csv")
     real = [(symbol, load(root, symbol), windows(group, not symbol.endswith("USDT")))
             for symbol, group in events.groupby("symbol")]
