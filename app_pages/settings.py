@@ -2,13 +2,14 @@
 import streamlit as st
 
 from components import services, state
+from components.views import literal
 
 st.title("Settings")
 
 st.subheader("Analyst")
 user = getattr(st, "user", None)
 if user is not None and user.get("is_logged_in"):
-    st.write(f"Signed in as **{services.analyst_name()}** (recorded in the case log's audit trail).")
+    st.write(f"Signed in as **{literal(services.analyst_name())}** (recorded in the case log's audit trail).")
 else:
     st.text_input("Your name (recorded in the case log's audit trail)", max_chars=80,
                   **state.kept(state.ANALYST, "analyst"))

@@ -1,6 +1,8 @@
 """Page building blocks shared by several pages: loading with progress, scoring, notices."""
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import streamlit as st
 
@@ -9,6 +11,12 @@ from components import controls, services
 from components.controls import DataChoice, DetectorChoice
 from data import DataError
 from detectors.pipeline import Scored
+
+
+def literal(text: object) -> str:
+    """Untrusted text (a symbol, a file name, a user name) inside a Markdown label, shown as
+    typed: every Markdown character escaped, so ``![x](http://…)`` fetches no image."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~<>$:=])", r"\\\1", str(text))
 
 
 def problem(level: str, heading: str, detail: object = "") -> None:
@@ -30,17 +38,18 @@ def load_or_stop(choice: DataChoice) -> pd.DataFrame:
     box = None
     try:
         if choice.source in ("yahoo", "bybit"):
-            box = st.status(f"Fetching {choice.symbol} {choice.interval} candles…")
+            box = st.status(f"Fetching {literal(choice.symbol)} {choice.interval} candles…")
             with box:
                 candles = services.cached_candles(choice)
-            box.update(label=f"Loaded {len(candles):,} {choice.symbol} candles", state="complete", expanded=False)
+            box.update(label=f"Loaded {len(candles):,} {literal(choice.symbol)} candles", state="complete",
+                       expanded=False)
         else:
             candles = services.cached_candles(choice)
     except DataError as exc:
         if box is not None:
-            box.update(label=f"Could not load {choice.symbol} {choice.interval} candles", state="error",
+            box.update(label=f"Could not load {literal(choice.symbol)} {choice.interval} candles", state="error",
                        expanded=False)
-        problem("error", f"Cannot load {choice.symbol or 'the'} data.", exc)
+        problem("error", f"Cannot load {literal(choice.symbol) or 'the'} data.", exc)
         st.stop()
     return candles
 
@@ -122,7 +131,7 @@ def enrich_events(choice: DataChoice, candles: pd.DataFrame, events: pd.DataFram
     if explain and config.enabled and len(events):
         top_n = int(st.sidebar.number_input(f"Explain the top N events with {config.model}", 0, 200, 10,
                                             help="The rest get the built-in explanation. Answers are cached."))
-        with st.status(f"Explaining events with {config.model}…", expanded=False) as box:
+        with st.status(f"Explaining events with {literal(config.model)}…", expanded=False) as box:
             bar = st.progress(0.0)
             events = services.enrich_events(
                 events, candles, headlines, data_key=choice.key, news=news, explain=True, config=config,

@@ -158,7 +158,12 @@ def validate_candles(frame: pd.DataFrame, *, symbol: str = "", source: str = "",
         n = int(out.index.isna().sum())
         out = out[~out.index.isna()]
         repairs.append(f"Dropped {n} row(s) without a timestamp.")
-    bad = ~np.isfinite(out[COLUMNS]).all(axis=1)
+    finite = np.isfinite(out[COLUMNS])
+    bad = ~finite.all(axis=1)
+    if len(out) and bad.all():
+        worst = finite.sum().idxmin()
+        raise DataError(f"Every row has a missing or infinite value (column {worst!r} has "
+                        f"{int((~finite[worst]).sum()):,} of {len(out):,}): check that column.")
     if bad.any():
         out = out[~bad]
         repairs.append(f"Dropped {int(bad.sum())} row(s) with a missing or infinite value.")

@@ -66,6 +66,13 @@ _CLOCK = r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
 _ZONE = r"(?:Z|[+-]\d{2}:?\d{2})$"
 _EPOCH_FIRST = pd.Timestamp("1971-01-01", tz="UTC")   # small numbers are not epoch times
 _STRING_FIRST = pd.Timestamp("1900-01-01", tz="UTC")
+#: Bytes scanned for blank lines at a time (bounds that scan's memory).
+_BLANK_SCAN_CHUNK = 1 << 24
+#: Date formats pandas cannot infer (12-hour clocks), tried on a sample of the column before
+#: its per-value parser, which takes about 35 us a value: minutes for a million-row export.
+_TWELVE_HOUR = tuple(f"{date} {clock}" for date in ("%m/%d/%Y", "%d/%m/%Y", "%m-%d-%Y", "%d-%m-%Y",
+                                                    "%m.%d.%Y", "%d.%m.%Y", "%Y-%m-%d")
+                     for clock in ("%I:%M %p", "%I:%M:%S %p", "%I:%M%p", "%I %p"))
 _LAST = pd.Timestamp("2200-01-01", tz="UTC")
 _TIME_HINT = ("Use one time format throughout: ISO such as 2024-01-31 13:00 (UTC unless an "
               "offset is given), or epoch seconds/milliseconds.")
@@ -336,17 +343,17 @@ def _parse_table(text: str) -> pd.DataFrame:
     # With another separator a comma may be a decimal: keep the cells as text, so that
     # to_frame can decide the number format once for the whole file.
     text_cells = {"dtype": str} if sep != "," else {}
-    body = text[sum(len(ln) + 1 for ln in lines[:first_row]):]
+    body, body_lines = _without_blank_lines(text[sum(len(ln) + 1 for ln in lines[:first_row]):], sep)
     skipped: list[int] = []
-    if body and not body.isspace():
+    if body:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
             try:
-                table = pd.read_csv(io.BytesIO(body.encode("utf-8", errors="replace")),
-                                    encoding="utf-8", sep=sep, header=None, names=names,
-                                    index_col=False, keep_default_na=False, na_values=_NA_VALUES,
-                                    skip_blank_lines=False, skipinitialspace=True,
-                                    on_bad_lines="warn", engine="c", **text_cells)
+                table = pd.read_csv(io.BytesIO(body), encoding="utf-8", sep=sep, header=None,
+                                    names=names, index_col=False, keep_default_na=False,
+                                    na_values=_NA_VALUES, skip_blank_lines=False,
+                                    skipinitialspace=True, on_bad_lines="warn", engine="c",
+                                    **text_cells)
             except ValueError as exc:   # pandas' ParserError and EmptyDataError are ValueErrors
                 detail = (str(exc).strip() or type(exc).__name__).splitlines()[0]
                 raise DataError(f"Cannot split the file into columns ({detail}): check for an "
@@ -355,13 +362,33 @@ def _parse_table(text: str) -> pd.DataFrame:
                           for n in re.findall(r"Skipping line (\d+)", str(w.message))})
     else:
         table = pd.DataFrame(columns=names, dtype=object)
-    all_lines = np.arange(1, len(table) + len(skipped) + 1)
-    lines_kept = np.delete(all_lines, np.array(skipped, dtype=int) - 1)
+    lines_kept = np.delete(body_lines, np.array(skipped, dtype=int) - 1)
     table.index = pd.Index(lines_kept[:len(table)] + first_row, name="line")
+    skipped = [int(body_lines[n - 1]) for n in skipped]
     table = table[table.notna().any(axis=1)]
     table.attrs = {"sep": sep, "has_header": has_header,
                    "skipped_lines": [n + first_row for n in skipped]}
     return table
+
+
+def _without_blank_lines(body: str, sep: str) -> tuple[bytes, np.ndarray]:
+    """``body`` as UTF-8 without its blank lines (only spaces and separators), and the
+    1-based line number in ``body`` of each line kept. pandas would make a row of each blank
+    line first (10 MB of newlines took 1.4 GB); done in chunks, so memory stays bounded."""
+    data = body.encode("utf-8", errors="replace")
+    filler = np.frombuffer(f" \t\r\n{sep}".encode(), dtype=np.uint8)
+    parts, numbers, first_line, pos = [], [], 1, 0
+    while pos < len(data):
+        end = data.find(b"\n", min(pos + _BLANK_SCAN_CHUNK, len(data)) - 1) + 1 or len(data)
+        raw = np.frombuffer(data, dtype=np.uint8, count=end - pos, offset=pos)
+        starts = np.concatenate([[0], np.flatnonzero(raw == 10) + 1])
+        starts = starts[starts < len(raw)]
+        content = np.logical_or.reduceat(~np.isin(raw, filler), starts)
+        lengths = np.diff(np.append(starts, len(raw)))
+        parts.append(data[pos:end] if content.all() else raw[np.repeat(content, lengths)].tobytes())
+        numbers.append(np.flatnonzero(content) + first_line)
+        first_line, pos = first_line + len(starts), end
+    return b"".join(parts), np.concatenate(numbers) if numbers else np.zeros(0, dtype=np.int64)
 
 
 def _check_first_row_width(lines: list[str], first_row: int, sep: str, width: int) -> None:
@@ -467,8 +494,13 @@ def _time_values(rows: pd.DataFrame, roles: dict[str, str]) -> pd.Series:
     other = next((c for c in rows.columns if _normalise(c) == "time" and c != roles["time"]), None)
     if _normalise(roles["time"]) == "date" and other is not None:
         clock = _text(rows[other])
-        if clock.str.fullmatch(_CLOCK).all():
+        is_clock = clock.str.fullmatch(_CLOCK)
+        if is_clock.all():
             return _text(column) + " " + clock
+        if is_clock.mean() > 0.5:   # a clock column with bad cells: using Date alone would merge rows
+            line = is_clock.index[~is_clock.to_numpy()][0]
+            raise DataError(f"Cannot read the time of day {_excerpt(clock[line])} on line {line} "
+                            f"(column {other!r}): write it as HH:MM or HH:MM:SS, e.g. 13:05.")
     return column
 
 
@@ -495,8 +527,8 @@ def _read_times(column: pd.Series, name: str = "") -> tuple[pd.Series, str]:
         readings = [_plausible(pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce"),
                                _STRING_FIRST)]
         if readings[0][present].isna().any():
-            readings += [_plausible(pd.to_datetime(text, utc=True, errors="coerce", dayfirst=first),
-                                    _STRING_FIRST) for first in (False, True)]
+            readings += [_plausible(_text_times(text[present], first).reindex(text.index), _STRING_FIRST)
+                         for first in (False, True)]
     failures = [int(r[present].isna().sum()) for r in readings]
     times = readings[failures.index(min(failures))]   # ISO, then month-first, on a tie
     note = ""
@@ -515,6 +547,21 @@ def _read_times(column: pd.Series, name: str = "") -> tuple[pd.Series, str]:
     if (present & text.str.contains(":", regex=False) & ~text.str.contains(_ZONE)).any():
         note = (note + " " if note else "") + "Times have no time zone; read them as UTC."
     return times, note
+
+
+def _text_times(text: pd.Series, dayfirst: bool) -> pd.Series:
+    """Non-ISO text times, one format for the whole column as pandas reads them (the format of
+    the first value, inferred; values in another format are NaT). Where pandas cannot infer it
+    (a 12-hour clock), the first of ``_TWELVE_HOUR`` in that day order that reads a sample is
+    used the same way, and only a column no format fits is read value by value."""
+    from pandas.tseries.api import guess_datetime_format
+    if len(text) and guess_datetime_format(text.iloc[0], dayfirst=dayfirst) is None:
+        sample = text.head(200)
+        day_first = [f.startswith("%d") for f in _TWELVE_HOUR]
+        for fmt in (f for f, d in zip(_TWELVE_HOUR, day_first) if d == dayfirst or f.startswith("%Y")):
+            if pd.to_datetime(sample, format=fmt, errors="coerce").notna().all():
+                return pd.to_datetime(text, format=fmt, utc=True, errors="coerce")
+    return pd.to_datetime(text, utc=True, errors="coerce", dayfirst=dayfirst)
 
 
 def _epoch_times(numbers: pd.Series) -> pd.Series:
@@ -609,14 +656,20 @@ def _time_problem(rows: pd.DataFrame, column: str) -> Callable[[Any], str]:
         value = rows.at[line, column]
         if pd.isna(value) or not str(value).strip():
             return f"the time is empty on line {line} (column {column!r})"
-        return f"cannot read the time {str(value)!r} on line {line} (column {column!r})"
+        return f"cannot read the time {_excerpt(value)} on line {line} (column {column!r})"
     return describe
 
 
 def _number_problem(rows: pd.DataFrame, column: str) -> Callable[[Any], str]:
     def describe(line: Any) -> str:
-        return f"{str(rows.at[line, column])!r} in column {column!r} on line {line} is not a number"
+        return f"{_excerpt(rows.at[line, column])} in column {column!r} on line {line} is not a number"
     return describe
+
+
+def _excerpt(value: Any, limit: int = 80) -> str:
+    """A cell quoted for a message, cut to ``limit`` characters (a cell can be megabytes)."""
+    text = str(value)
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text):,} characters)"
 
 
 def _drop_junk(problems: list[tuple[pd.Series, Callable[[Any], str], str]], skipped: list[int],

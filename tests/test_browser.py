@@ -258,12 +258,14 @@ def test_hostile_header_and_headline_are_plain_text_and_fetch_nothing(page, app_
     page.locator('[data-testid="stSelectbox"]').filter(has_text="Source").locator("input").click()
     page.keyboard.type("CSV")
     page.keyboard.press("Enter")
-    hostile = tmp_path / "hostile.csv"
+    hostile = tmp_path / "**pwn** ![x](beacon.png) [click](evil.example).csv"   # the name becomes the symbol
     hostile.write_text(f"[Reset your password](https://evil.example/reset),![x]({beacon}),https://evil.example/raw\n"
                        "1,2,3\n", encoding="utf-8")
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(hostile))
     page.wait_for_selector('[data-testid="stAlertContentError"]', timeout=60_000)
     _wait_idle(page)
+    heading = page.locator('[data-testid="stAlertContentError"]').first.inner_text()
+    assert "**pwn** ![x](beacon.png)" in heading     # the file name shown as typed, not rendered
     headlines = tmp_path / "headlines.csv"
     headlines.write_text("timestamp,headline\n2024-01-05T10:00:00Z,"
                          f"\"BUY NOW [click](https://evil.example/pump) ![t]({beacon}) https://evil.example/raw\"\n",

@@ -527,3 +527,48 @@ def test_uploaded_bytes_have_the_same_size_cap(monkeypatch):
     for source in (content, bytearray(content), memoryview(content), FakeUploadedFile(content, "a.csv")):
         with pytest.raises(DataError, match="the limit is 0 MB"):
             load_candles("csv", "", file=source)
+
+
+# --------------------------------------------------------------------------- found by fuzzing
+
+@pytest.mark.parametrize("fmt, first", [("%m/%d/%Y %I:%M %p", "01/31/2024 11:00 PM"),
+                                        ("%d/%m/%Y %I:%M:%S %p", "31/01/2024 11:00:00 PM"),
+                                        ("%m-%d-%Y %I:%M %p", "01-31-2024 11:00 PM")])
+def test_twelve_hour_times_read_with_one_format(fmt, first):
+    # pandas cannot infer these formats and would parse value by value (minutes for a big file).
+    times = pd.date_range("2024-01-31 23:00", periods=30, freq="h")
+    rows = [f"{t.strftime(fmt)},{100 + i},{101 + i},{99 + i},{100.5 + i},10" for i, t in enumerate(times)]
+    assert rows[0].startswith(first)
+    candles = load_candles("csv", "", file=csv_bytes(rows), interval="1h")
+    assert list(candles.index) == list(times.tz_localize("UTC"))
+    midnight = candles.index[1]
+    assert (midnight.hour, midnight.day) == (0, 1)        # 12:00 AM is the start of the day
+
+
+def test_blank_lines_cost_nothing_and_lines_keep_their_numbers():
+    rows = hourly_rows(5)
+    body = HEADER + "\n" * 200_000 + ",,,,,\n" * 1000 + "\n".join(rows[:3]) + "\n\n" + "late,1,2,0.5,1,1\n"
+    with pytest.raises(DataError, match=r"'late' on line 201006 "):
+        load_candles("csv", "", file=body.encode(), interval="1h")
+    candles = load_candles("csv", "", file=(HEADER + "\n" * 200_000 + "\n".join(rows)).encode(), interval="1h")
+    assert len(candles) == 5
+
+
+def test_a_huge_bad_cell_is_quoted_short():
+    rows = hourly_rows(200)
+    rows[100] = rows[100].replace(rows[100].split(",")[4], "x" * 100_000)
+    candles = load_candles("csv", "", file=csv_bytes(rows), interval="1h")
+    repair = next(r for r in candles.attrs["repairs"] if "Dropped 1 unreadable" in r)
+    assert len(repair) < 300 and "100,000 characters" in repair
+
+
+def test_every_volume_infinite_names_the_column():
+    rows = [row.rsplit(",", 1)[0] + ",inf" for row in hourly_rows(3)]
+    with pytest.raises(DataError, match="column 'volume' has 3 of 3"):
+        load_candles("csv", "", file=csv_bytes(rows), interval="1h")
+
+
+def test_a_bad_time_of_day_beside_a_date_is_named_not_merged_away():
+    rows = [f"2024-01-01,{h:02d}:00,1,2,0.5,1,10" for h in range(10)] + ["2024-01-01,x11:00,1,2,0.5,1,10"]
+    with pytest.raises(DataError, match=r"'x11:00' on line 12 \(column 'Time'\)"):
+        load_candles("csv", "", file=csv_bytes(rows, "Date,Time,Open,High,Low,Close,Volume\n"), interval="1h")
