@@ -40,6 +40,10 @@ _CSV_ALIASES = {"timestamp": ("timestamp", "time", "datetime", "date", "publishe
                 "source": ("source", "provider", "publisher"),
                 "url": ("url", "link"),
                 "label": ("label",)}
+#: Headline times outside ``_FIRST`` to this many years from now are typos (or epoch numbers
+#: in the wrong unit, or row numbers): 1971, not 1970, so small numbers are refused too.
+_FIRST = pd.Timestamp("1971-01-01", tz="UTC")
+_YEARS_AHEAD = 5
 
 
 def clean_text(value: Any, max_chars: int = MAX_HEADLINE_CHARS) -> str:
@@ -65,6 +69,9 @@ def _clean_url(value: Any) -> str:
     return url if re.match(r"^https?://", url, flags=re.IGNORECASE) else ""
 
 
+_NS_FIRST, _NS_LAST = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+
+
 def validate_headlines(frame: pd.DataFrame) -> pd.DataFrame:
     """Return ``frame`` in the canonical headline shape, or raise DataError.
 
@@ -77,7 +84,9 @@ def validate_headlines(frame: pd.DataFrame) -> pd.DataFrame:
         raise DataError(f"Headlines lack the column(s) {', '.join(missing)}; "
                         f"expected {', '.join(HEADLINE_COLUMNS)}.")
     out = frame.copy()
-    out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True).dt.as_unit("ns")
+    times = pd.to_datetime(out["timestamp"], utc=True, errors="coerce")
+    # A source's far-future date (9999-12-31) is dropped like a missing one, not a crash.
+    out["timestamp"] = times.where((times >= _NS_FIRST) & (times <= _NS_LAST)).dt.as_unit("ns")
     out["headline"] = [clean_text(v) for v in out["headline"]]
     out["source"] = [clean_text(v, 80) for v in out["source"]] if "source" in out else ""
     out["url"] = [_clean_url(v) for v in out["url"]] if "url" in out else ""
@@ -98,29 +107,38 @@ def _empty_headlines() -> pd.DataFrame:
 
 
 def _parse_timestamps(values: pd.Series) -> pd.Series:
-    """UTC timestamps from ISO strings (naive = UTC) or epoch numbers (s, ms, us or ns by size).
+    """UTC timestamps from ISO strings (naive = UTC) or epoch numbers, each number's unit (s,
+    ms, us or ns) told by its size as ``data.csv`` documents, so one millisecond value cannot
+    shift the seconds around it.
 
-    Raises DataError naming the first value that cannot be read, so the analyst can fix it.
+    Raises DataError naming the first cell that cannot be read, is a negative epoch number or
+    falls outside ``_FIRST`` to ``_YEARS_AHEAD`` years from now, so the analyst can fix it.
     """
     text = values.astype("str").str.strip()
-    numeric = pd.to_numeric(text, errors="coerce")
-    is_number = numeric.notna().to_numpy()
+    number = pd.to_numeric(text, errors="coerce").astype("float64").to_numpy()
+    is_number = np.isfinite(number)   # "inf" and "nan" are read (and refused) as text
+    size = np.abs(number)
+    nanos = number * np.select([size < 1e11, size < 1e14, size < 1e17], [1e9, 1e6, 1e3], 1.0)
+    words = pd.to_datetime(text.where(~is_number), utc=True, errors="coerce", format="mixed")
+    last = pd.Timestamp.now(tz="UTC").normalize() + pd.DateOffset(years=_YEARS_AHEAD)
+    plausible = np.where(is_number, (nanos >= _FIRST.value) & (nanos < last.value),
+                         ((words >= _FIRST) & (words < last)).to_numpy())
+    if not plausible.all():
+        row = int(np.flatnonzero(~plausible)[0])
+        cell = f"timestamp {clean_text(values.iloc[row], 80)!r} in data row {row + 1}"
+        if is_number[row] and number[row] < 0:
+            raise DataError(f"The {cell} is a negative epoch number: epoch times count up from "
+                            "1970-01-01, so give a positive one or ISO 8601 like 2024-01-31 14:05.")
+        if is_number[row] or pd.notna(words.iloc[row]):
+            fix = ("give epoch seconds, ms, us or ns since 1970 (told apart by size)"
+                   if is_number[row] else "correct the date")
+            raise DataError(f"The {cell} is not a time between {_FIRST:%Y-%m-%d} and "
+                            f"{last:%Y-%m-%d}: {fix}.")
+        raise DataError(f"Cannot read the {cell}: use ISO 8601 like 2024-01-31 14:05 (UTC unless "
+                        "it has an offset) or epoch seconds.")
     parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
-    if is_number.any():
-        magnitude = float(np.abs(numeric[is_number]).max())
-        unit = "ns" if magnitude > 1e17 else "us" if magnitude > 1e14 else \
-            "ms" if magnitude > 1e11 else "s"
-        parsed[is_number] = pd.to_datetime(numeric[is_number].astype("float64"), unit=unit,
-                                           utc=True)
-    if (~is_number).any():
-        parsed[~is_number] = pd.to_datetime(text[~is_number], utc=True, errors="coerce",
-                                            format="mixed")
-    bad = parsed.isna().to_numpy()
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"Cannot read the timestamp {values.iloc[row]!r} in data row {row + 1}: "
-                        "use ISO 8601 like 2024-01-31 14:05 (UTC unless it has an offset) "
-                        "or epoch seconds.")
+    parsed[is_number] = pd.to_datetime(nanos[is_number].astype("int64"), unit="ns", utc=True)
+    parsed[~is_number] = words[~is_number].dt.as_unit("ns")
     return parsed
 
 
@@ -250,7 +268,7 @@ def bybit_announcements_to_frame(items: Any, symbol: str = "") -> pd.DataFrame:
             continue
         millis = pd.to_numeric(item.get("publishTime") or item.get("dateTimestamp"),
                                errors="coerce")
-        if pd.isna(millis):
+        if pd.isna(millis) or not 0 < millis < 1e14:   # missing, or not a time since 1970 in ms
             continue
         words = " ".join([str(item["title"])] + [str(t) for t in item.get("tags") or []])
         if coin and not re.search(rf"(?<![A-Z0-9]){re.escape(coin)}(?![A-Z0-9])", words.upper()):

@@ -159,7 +159,8 @@ def test_signed_in_user_sees_the_app_and_is_the_analyst():
     assert not at.exception
     assert at.get("plotly_chart")
     at.switch_page("app_pages/settings.py").run()
-    assert any("ana@example.com" in m.value for m in at.markdown)
+    # The name is the identity provider's text: shown as typed (Markdown characters escaped).
+    assert any(r"**ana@example\.com**" in m.value for m in at.markdown)
 
 
 def test_live_monitor_replays_demo_candles_without_refitting(monkeypatch):

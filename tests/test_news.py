@@ -243,6 +243,63 @@ def test_read_headlines_csv_unreadable_bytes(content, message):
         read_headlines_csv(content)
 
 
+def _one_bad_timestamp(cell: str) -> bytes:
+    """A headlines file whose second data row holds ``cell`` as its timestamp."""
+    return f"timestamp,headline\n2024-01-02 14:00,Fine\n{cell},Odd\n".encode()
+
+
+@pytest.mark.parametrize("cell", ["9999-12-31", "1677-01-01", "2263-01-01", "0001-01-01",
+                                  "1970-06-01", "1e300", "1e19", str(2**63 - 1), "9" * 40, "1e-300",
+                                  "20240131"])
+def test_read_headlines_csv_refuses_implausible_times(cell):
+    # pandas cannot hold some of these (OutOfBoundsDatetime); none is a real headline time
+    with pytest.raises(DataError, match=rf"The timestamp '{cell}' in data row 2 is not a time "
+                                        r"between 1971-01-01 and \d{4}-\d{2}-\d{2}: "):
+        read_headlines_csv(_one_bad_timestamp(cell))
+
+
+def test_read_headlines_csv_refuses_times_years_ahead():
+    ahead = pd.Timestamp.now(tz="UTC") + pd.DateOffset(years=6)
+    with pytest.raises(DataError, match="not a time between"):
+        read_headlines_csv(_one_bad_timestamp(f"{ahead:%Y-%m-%d}"))
+    soon = pd.Timestamp.now(tz="UTC") + pd.DateOffset(years=1)
+    assert read_headlines_csv(_one_bad_timestamp(f"{soon:%Y-%m-%d}"))["timestamp"].iloc[1] == \
+        soon.normalize()
+
+
+@pytest.mark.parametrize("cell", ["inf", "-inf", "nan", "2024-01-02 14:00 EST"])
+def test_read_headlines_csv_unreadable_numbers_name_the_cell(cell):
+    with pytest.raises(DataError, match=rf"Cannot read the timestamp '{cell}' in data row 2: use ISO"):
+        read_headlines_csv(_one_bad_timestamp(cell))
+
+
+@pytest.mark.parametrize("cell", ["-1704067200", "-1704067200000", "-9.3e18", "-1"])
+def test_read_headlines_csv_refuses_negative_epochs(cell):
+    with pytest.raises(DataError, match=rf"The timestamp '{cell}' in data row 2 is a negative "
+                                        "epoch number"):
+        read_headlines_csv(_one_bad_timestamp(cell))
+
+
+def test_read_headlines_csv_cuts_a_long_cell_in_the_message():
+    with pytest.raises(DataError) as caught:
+        read_headlines_csv(_one_bad_timestamp("2024-01-02" + "9" * 5000))
+    shown = str(caught.value).split("'")[1]
+    assert len(shown) == 80 and shown.endswith("…") and len(str(caught.value)) < 250
+
+
+@pytest.mark.parametrize("cells", [
+    ["1704067200", "1704067201000", "1704067202000000", "1704067203000000000"],  # s, ms, us, ns
+    ["1704067200000", "1704067201", "1704067202", "1704067203"],  # one ms among seconds
+    ["2024-01-01T00:00:00Z", "1704067201", "1704067202000", "2024-01-01 00:00:03"],
+])
+def test_read_headlines_csv_epoch_unit_is_told_per_value(cells):
+    content = "timestamp,headline\n" + "".join(f"{c},h{i}\n" for i, c in enumerate(cells))
+    frame = read_headlines_csv(content.encode())
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+    assert list(frame["timestamp"]) == [t0 + pd.Timedelta(seconds=i) for i in range(4)]
+    assert str(frame["timestamp"].dtype) == "datetime64[ns, UTC]"
+
+
 def test_load_headlines_csv_from_an_upload_like_object():
     upload = io.BytesIO(b"timestamp,headline\n2024-01-02,=HYPERLINK(\"http://x\")\n")
     frame = load_headlines("csv", file=upload)
@@ -434,3 +491,12 @@ def test_largest_move_inside_the_event_counts():
     # A pump that round-trips ends flat but moved 9% on the way.
     events = _events(("pump_and_dump", 0, 0.6, 0.5)).assign(max_move_pct=9.0)
     assert add_news_context(events, None)["severity"].iloc[0] == pytest.approx(scaled(0.6, 1.25))
+
+
+def test_source_times_outside_pandas_range_are_dropped_not_a_crash():
+    yahoo = [{"content": {"title": "Far future", "pubDate": "9999-12-31T00:00:00Z"}},
+             {"content": {"title": "Real", "pubDate": "2024-03-01T10:00:00Z"}}]
+    assert list(yahoo_news_to_frame(yahoo)["headline"]) == ["Real"]
+    bybit = [{"title": "Huge", "publishTime": 1e300}, {"title": "Negative", "publishTime": -5},
+             {"title": "Real", "publishTime": 1709287200000}]
+    assert list(bybit_announcements_to_frame(bybit)["headline"]) == ["Real"]
