@@ -13,33 +13,73 @@ A threshold never requires a re-fit, and never changes a severity.
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
 from detectors.calibration import TailCalibration
 
+#: Largest random seed: NumPy's legacy seeding and scikit-learn take 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
 
 class NotFittedError(ValueError, AttributeError):
     """A detector used before ``fit`` (a ValueError and an AttributeError, as scikit-learn's)."""
 
 
+def is_real(value: Any) -> bool:
+    """A finite real number: int, float or a numpy number, but not a bool (nor text)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:   # an int too large for a float is still a finite number
+        return True
+
+
 def check_whole(name: str, value: Any, least: int, most: int) -> None:
     """ValueError naming the fix unless ``value`` is a whole number in [least, most]."""
-    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
             or not least <= value <= most):
         raise ValueError(f"{name} must be a whole number from {least:,} to {most:,}; got {value!r}.")
 
 
 def check_number(name: str, value: Any, above: float, most: float, example: str) -> None:
     """ValueError naming the fix unless ``value`` is a real number in (above, most]."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
-            or not np.isfinite(value) or not above < value <= most):
+    if not (is_real(value) and above < value <= most):
         raise ValueError(f"{name} must be a number above {above:g} and at most {most:g}, "
                          f"e.g. {example}; got {value!r}.")
+
+
+def check_flag(name: str, value: Any) -> None:
+    """ValueError naming the fix unless ``value`` is True or False (1, "yes" or None are not)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False; got {value!r}.")
+
+
+def check_seed(name: str, value: Any) -> None:
+    """ValueError naming the fix unless ``value`` is None or a seed NumPy and scikit-learn take."""
+    if value is not None:
+        check_whole(name, value, 0, MAX_SEED)
+
+
+def check_names(name: str, value: Any, choices: Iterable[str], example: str) -> None:
+    """ValueError naming the fix unless ``value`` is a non-empty list or tuple of distinct
+    names from ``choices``."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"{name} must be a non-empty list of names such as {example}; got {value!r}.")
+    choices = tuple(choices)
+    unknown = [v for v in value if not isinstance(v, str) or v not in choices]
+    if unknown:
+        raise ValueError(f"Unknown {name} {', '.join(map(repr, unknown))}; choose from "
+                         f"{', '.join(choices)}.")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{name} lists a name twice; list each once: {value!r}.")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from detectors.base import Detector, NotFittedError, ParamSpec, check_number, check_whole
+from detectors.base import Detector, NotFittedError, ParamSpec, check_number, check_seed, check_whole
 from detectors.features import feature_series, log_returns, rolling_zscore
 
 #: Quantile of the training scores used as the default cut when contamination is "auto":
@@ -60,9 +60,9 @@ class IsolationForestDetector(Detector):
         check_whole("n_estimators", self.n_estimators, 1, MAX_TREES)
         if self._threshold is not None:
             check_number("threshold", self._threshold, 0.0, 1.0, example="0.6")
-        if not (self.contamination == "auto" or (isinstance(self.contamination, float)
-                                                  and 0 < self.contamination <= 0.5)):
-            raise ValueError(f'contamination must be "auto" or a share in (0, 0.5]; got {self.contamination!r}.')
+        if not (isinstance(self.contamination, str) and self.contamination == "auto"):
+            check_number("contamination", self.contamination, 0.0, 0.5, example='0.01 (or "auto")')
+        check_seed("random_state", self.random_state)
         features = self._features(frame).dropna()
         if len(features) < 10:
             raise ValueError(f"window ({self.window} bars) leaves too few scorable bars in "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 import os
 import shutil
 import tempfile
@@ -20,7 +19,17 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from detectors.base import Detector, NotFittedError, ParamSpec, check_whole
+from detectors.base import (
+    Detector,
+    NotFittedError,
+    ParamSpec,
+    check_flag,
+    check_names,
+    check_number,
+    check_seed,
+    check_whole,
+    is_real,
+)
 from detectors.features import churn, log_returns, log_volume, range_ratio
 
 #: Feature name -> causal series computed from candles (bar t uses bars t-1 and t only).
@@ -56,11 +65,6 @@ def _import_keras():
     return keras
 
 
-def _real(value: Any) -> bool:
-    """A finite real number (True and False do not count)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-
-
 def _plain(value: Any) -> Any:
     """JSON fallback: numpy scalars (e.g. a window of np.int64) become Python numbers."""
     if isinstance(value, np.generic):
@@ -70,36 +74,22 @@ def _plain(value: Any) -> Any:
 
 def _check_params(det: "LstmAutoencoderDetector") -> None:
     """Raise ValueError, saying what to change, for parameters no data can make valid."""
-    def whole(value: Any, least: int) -> bool:
-        return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= least
-
     # Upper bounds keep a typo from exhausting memory (units=10**6) or running for days.
     for name, least, most in (("window", 2, 1000), ("units", 1, 512), ("epochs", 1, 1000),
                               ("batch_size", 1, 65_536), ("patience", 0, 1000)):
         check_whole(name, getattr(det, name), least, most)
     check_whole("score_steps", det.score_steps, 1, det.window)
-    if not (_real(det.learning_rate) and det.learning_rate > 0):
-        raise ValueError(f"learning_rate must be a positive number such as 1e-3; "
-                         f"got {det.learning_rate!r}.")
-    if not (_real(det.validation_split) and 0 <= det.validation_split < 1):
+    # Adam diverges well before a rate of 1; above it training only produces NaN losses.
+    check_number("learning_rate", det.learning_rate, 0.0, 1.0, example="1e-3")
+    if not (is_real(det.validation_split) and 0 <= det.validation_split < 1):
         raise ValueError(f"validation_split must be at least 0 and below 1, e.g. 0.2; "
                          f"got {det.validation_split!r}.")
-    if not (_real(det.threshold_percentile) and 0 < det.threshold_percentile < 100):
+    if not (is_real(det.threshold_percentile) and 0 < det.threshold_percentile < 100):
         raise ValueError(f"threshold_percentile must be strictly between 0 and 100, e.g. 99; "
                          f"got {det.threshold_percentile!r}.")
-    features = det.features
-    if isinstance(features, str) or not features:
-        raise ValueError("features must be a non-empty list of names such as "
-                         f"('returns', 'range'); got {features!r}.")
-    unknown = [f for f in features if f not in FEATURES]
-    if unknown:
-        raise ValueError(f"Unknown feature(s) {', '.join(map(repr, unknown))}; "
-                         f"choose from {', '.join(FEATURES)}.")
-    if len(set(features)) != len(features):
-        raise ValueError(f"features lists a name twice; list each once: {features!r}.")
-    if det.random_state is not None and not whole(det.random_state, 0):
-        raise ValueError(f"random_state must be a whole number 0 or more, or None; "
-                         f"got {det.random_state!r}.")
+    check_names("features", det.features, FEATURES, example="('returns', 'range')")
+    check_seed("random_state", det.random_state)
+    check_flag("cache", det.cache)
 
 
 def _feature_matrix(frame: pd.DataFrame, features: tuple[str, ...]) -> np.ndarray:

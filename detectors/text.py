@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from detectors.base import Detector, NotFittedError
-from detectors.embedders import Embedder, create_embedder
+from detectors.base import Detector, NotFittedError, check_seed, check_whole, is_real
+from detectors.embedders import EMBEDDERS, Embedder, create_embedder
 
 #: Reference headlines this close in time to the scored one are not its neighbours: a burst
 #: of near-identical posts (spam around a pump) cannot vouch for itself, and a headline is
@@ -94,12 +94,17 @@ class TextEmbeddingDetector(Detector):
                              f"data.news.load_headlines; missing {', '.join(missing)}.")
 
     def _check_params(self) -> None:
-        if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:
-            raise ValueError(f"n_neighbors must be a whole number, 1 or more; "
-                             f"got {self.n_neighbors!r}.")
-        if self._threshold is not None and not (np.isfinite(self._threshold) and self._threshold > 0):
-            raise ValueError(f"threshold must be a positive distance such as 0.4, or None to "
-                             f"learn it; got {self._threshold!r}.")
+        if not isinstance(self.embedder, Embedder) and (not isinstance(self.embedder, str)
+                                                        or self.embedder not in EMBEDDERS):
+            raise ValueError(f"embedder must be one of {', '.join(EMBEDDERS)} or an Embedder; "
+                             f"got {self.embedder!r}.")
+        check_whole("n_neighbors", self.n_neighbors, 1, 1_000_000)
+        threshold = self._threshold
+        if threshold is not None and not (is_real(threshold) and 0 < threshold <= 2):
+            # Scores are distances in [0, 2]: a cut above 2 would never flag anything.
+            raise ValueError(f"threshold must be a positive distance up to 2 such as 0.4, or None to "
+                             f"learn it; got {threshold!r}.")
+        check_seed("random_state", self.random_state)
 
     def _make_embedder(self) -> Embedder:
         if isinstance(self.embedder, Embedder):

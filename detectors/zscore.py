@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from detectors.base import Detector, ParamSpec, check_number, check_whole
+from detectors.base import Detector, ParamSpec, check_flag, check_names, check_number, check_whole
 from detectors.features import (
     FEATURES,
     MAD_TO_STD,
@@ -52,18 +52,13 @@ def default_cut(index: pd.DatetimeIndex) -> float:
 
 
 def _check_params(window: Any, features: Any, threshold: Any, min_periods: Any,
-                  long_window: Any = None) -> None:
+                  long_window: Any = None, robust: Any = False) -> None:
     """Raise ValueError, saying what to change, for parameters no data can make valid."""
     check_whole("window", window, 2, 100_000)
     if long_window is not None:
         check_whole("long_window", long_window, window, 1_000_000)
-    if isinstance(features, str) or not features:
-        raise ValueError("features must be a non-empty list of names such as "
-                         f"('returns', 'volume'); got {features!r}.")
-    unknown = [f for f in features if f not in FEATURES]
-    if unknown:
-        raise ValueError(f"Unknown feature(s) {', '.join(map(repr, unknown))}; "
-                         f"choose from {', '.join(FEATURES)}.")
+    check_names("features", features, FEATURES, example="('returns', 'volume')")
+    check_flag("robust", robust)
     if threshold is not None:
         check_number("threshold", threshold, 0.0, 1e6, example="4.0")
     if min_periods is not None:
@@ -113,7 +108,8 @@ class RollingZScoreDetector(Detector):
         self.min_periods = min_periods
 
     def _params_ok(self) -> None:
-        _check_params(self.window, self.features, self._threshold, self.min_periods, self.long_window)
+        _check_params(self.window, self.features, self._threshold, self.min_periods, self.long_window,
+                      self.robust)
 
     def _fit(self, frame: pd.DataFrame) -> None:
         self._params_ok()
@@ -242,7 +238,7 @@ class IncrementalZScore:
     def __init__(self, window: int = 100, *, long_window: int | None = 1000, robust: bool = False,
                  features: tuple[str, ...] = ("returns", "volume", "churn"),
                  min_periods: int | None = None) -> None:
-        _check_params(window, features, 1.0, min_periods, long_window)
+        _check_params(window, features, 1.0, min_periods, long_window, robust)
         self.window = window
         self.robust = robust
         self.features = tuple(features)

@@ -84,3 +84,96 @@ def test_alert_rules_are_set_on_the_scanner_page_and_kept_in_the_case_database()
     assert (rule.name, rule.channel, rule.target, rule.symbols, rule.min_severity) == (
         "desk", "email", "desk@example.com", "AAPL, MSFT", 0.9)
     assert any("**desk**" in m.value for m in at.markdown)
+
+
+# ---- universes and the csv-folder source (scan.universe) -------------------------------------
+
+def _candle_csv(path):
+    path.write_text("Date,Open,High,Low,Close,Volume\n"
+                    + "".join(f"2024-01-{i + 1:02d},1,2,0.5,1,10\n" for i in range(20)))
+
+
+@pytest.fixture
+def csv_folder(tmp_path):
+    """folder/AAPL.csv inside, outside.csv beside it, folder/A a subfolder (so A/.. resolves),
+    and folder/LINK.csv a symbolic link to outside.csv."""
+    folder = tmp_path / "folder"
+    (folder / "A").mkdir(parents=True)
+    _candle_csv(folder / "AAPL.csv")
+    _candle_csv(tmp_path / "outside.csv")
+    (folder / "LINK.csv").symlink_to(tmp_path / "outside.csv")
+    return folder
+
+
+def test_csv_folder_reads_a_symbol_file(csv_folder):
+    from scan.universe import load_symbol
+    candles, labels = load_symbol("csv-folder", "AAPL", "1d", None, None, folder=str(csv_folder))
+    assert len(candles) == 20 and labels is None and candles.attrs["symbol"] == "AAPL"
+
+
+@pytest.mark.parametrize("symbol, message", [
+    ("A/../../outside", "without /"), ("A/../AAPL", "without /"), ("../outside", "first character"),
+    ("", "without /"), ("LINK", "links outside that folder"), ("NOPE", "No file NOPE.csv"),
+    ("AAPL\x00", "character"),
+])
+def test_csv_folder_refuses_symbols_that_leave_the_folder(csv_folder, symbol, message):
+    from data import DataError
+    from scan.universe import load_symbol
+    with pytest.raises(DataError, match=message):
+        load_symbol("csv-folder", symbol, "1d", None, None, folder=str(csv_folder))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("symbol,name\nAAPL,Apple\nMSFT,Micro\n", ["AAPL", "MSFT"]),
+    ("Symbol,Name\nAAPL,x\n", ["AAPL"]),
+    ("SYMBOL\nAAPL\n", ["AAPL"]),
+    (" symbol ,name\nAAPL,x\n", ["AAPL"]),
+    ('"symbol",name\nAAPL,x\n', ["AAPL"]),
+    ("\ufeffsymbol,name\nAAPL,x\n", ["AAPL"]),
+    ("name,Symbol\nApple,AAPL\nMicro,MSFT\n", ["AAPL", "MSFT"]),
+    ("symbol\n1.50\n007\n", ["1.50", "007"]),
+    ("symbol,name\nAAPL,x,y,z\nMSFT\n", ["AAPL", "MSFT"]),
+    ("AAPL\nMSFT\n", ["AAPL", "MSFT"]),
+])
+def test_universe_csv_reads_the_symbol_column_in_any_case(tmp_path, text, expected):
+    from scan.universe import parse_universe
+    path = tmp_path / "u.csv"
+    path.write_text(text, encoding="utf-8")
+    assert parse_universe(str(path)) == expected
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("empty.csv", b"", "lists no symbols"),
+    ("header.csv", b"symbol\n", "lists no symbols"),
+    ("ticker.csv", b"ticker,name\nAAPL,x\n", "no symbol column .*name the column of symbols 'symbol'"),
+    ("unclosed.csv", b'symbol,name\n"AAPL,x\n', "not a readable CSV .*check its quotes"),
+    ("latin1.txt", "AAPL\nCAF\xe9\n".encode("latin-1"), "not UTF-8 text .*save it as UTF-8"),
+    ("utf16.txt", "AAPL\n".encode("utf-16"), "save it as UTF-8"),
+    ("utf16.csv", "symbol\nAAPL\n".encode("utf-16"), "save it as UTF-8"),
+    ("binary.txt", bytes(range(256)), "save it as UTF-8"),
+])
+def test_universe_files_that_cannot_be_read_say_what_to_fix(tmp_path, name, content, message):
+    from scan.universe import parse_universe
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as caught:
+        parse_universe(str(path))
+    assert type(caught.value) is ValueError
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("demo:100000000000", "1 to 10,000 symbols"), ("demo:10001", "1 to 10,000 symbols"),
+    ("demo:0", "1 to 10,000 symbols"), ("demo:-3", "1 to 10,000 symbols"),
+    ("demo:lots", "whole number"), ("demo:5.0", "whole number"),
+])
+def test_demo_universe_size_is_bounded(spec, message):
+    from scan.universe import parse_universe
+    with pytest.raises(ValueError, match=message):
+        parse_universe(spec)
+
+
+def test_demo_universe_up_to_the_cap():
+    from scan.universe import MAX_DEMO_SYMBOLS, demo_universe, parse_universe
+    assert parse_universe(f"demo:{MAX_DEMO_SYMBOLS}")[-1] == "DEMO-10000"
+    with pytest.raises(ValueError, match="10,000"):
+        demo_universe(True)
