@@ -6,10 +6,11 @@ import streamlit as st
 
 from components import controls, services, state
 from components.tables import readable_kind
-from components.views import load_or_stop, score_all
+from components.views import load_or_stop, problem, score_all
 from data import DataError
+from data.labels import read_labels
 from evaluation.backtest import backtest_avoid_anomalies
-from evaluation.metrics import best_threshold, evaluate, pr_curve, threshold_sweep
+from evaluation.metrics import best_threshold, evaluate, labels_in_range, pr_curve, threshold_sweep
 
 st.title("Evaluation & backtest")
 choice = controls.render_data_controls()
@@ -25,9 +26,9 @@ labels = services.demo_labels(choice) if choice.source == "demo" else None
 upload = st.file_uploader("Labels CSV (start, end, kind) — optional for the demo market", type=["csv"])
 if upload is not None:
     try:
-        labels = services.read_labels(upload.getvalue())
+        labels = read_labels(upload.getvalue())
     except DataError as exc:
-        st.error(str(exc))
+        problem("error", "Cannot read the labels file: fix what is named below and upload it again.", exc)
         st.stop()
 if labels is None or labels.empty:
     st.info("Evaluation needs labelled events: use the demo market or upload labels (start, end, kind).")
@@ -35,6 +36,15 @@ if labels is None or labels.empty:
 kinds = st.multiselect("Label kinds to evaluate against", sorted(labels["kind"].unique()),
                        default=sorted(labels["kind"].unique()), format_func=readable_kind)
 if not kinds:
+    st.stop()
+if not labels_in_range(candles.index, labels, kinds=kinds):
+    chosen_labels = labels[labels["kind"].isin(kinds)]
+    which = "The labels" if len(kinds) == labels["kind"].nunique() else "The labels of the chosen kinds"
+    problem("warning", "No label falls on a loaded candle, so there is nothing to evaluate.",
+            f"The candles cover {candles.index[0]:%Y-%m-%d %H:%M} to {candles.index[-1]:%Y-%m-%d %H:%M} UTC. "
+            f"{which} cover {chosen_labels['start'].min():%Y-%m-%d %H:%M} to "
+            f"{chosen_labels['end'].max():%Y-%m-%d %H:%M} UTC. Load the labels' dates in the sidebar, "
+            "upload labels for the loaded dates, or choose other kinds.")
     st.stop()
 
 detection = scored.detect(thresholds, ensemble.mode, ensemble.k)

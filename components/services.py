@@ -226,28 +226,6 @@ def _assessment(key: str, _result, symbol: str, _config):
     return assess_options_flow(_result, symbol, _config)
 
 
-def read_labels(raw: bytes) -> pd.DataFrame:
-    """Labels uploaded as CSV with columns start, end, kind (times read as UTC)."""
-    import io
-
-    from data import DataError
-    try:
-        labels = pd.read_csv(io.BytesIO(raw))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"Cannot read the labels file: {exc}") from exc
-    labels.columns = [str(c).strip().lower() for c in labels.columns]
-    missing = {"start", "end", "kind"} - set(labels.columns)
-    if missing:
-        raise DataError(f"The labels file needs columns start, end, kind; missing {', '.join(sorted(missing))}.")
-    try:
-        labels["start"] = pd.to_datetime(labels["start"], utc=True)
-        labels["end"] = pd.to_datetime(labels["end"], utc=True)
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"Cannot read a start/end time in the labels file: {exc}") from exc
-    labels["kind"] = labels["kind"].astype(str)
-    return labels[["start", "end", "kind"]]
-
-
 def uploaded_headlines(raw: bytes) -> pd.DataFrame:
     from data.news import load_headlines
     return load_headlines("csv", file=raw)

@@ -65,7 +65,7 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?")
 _CLOCK = r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
 _ZONE = r"(?:Z|[+-]\d{2}:?\d{2})$"
 _EPOCH_FIRST = pd.Timestamp("1971-01-01", tz="UTC")   # small numbers are not epoch times
-_STRING_FIRST = pd.Timestamp("1900-01-01", tz="UTC")
+STRING_FIRST = pd.Timestamp("1900-01-01", tz="UTC")
 #: Bytes scanned for blank lines at a time (bounds that scan's memory).
 _BLANK_SCAN_CHUNK = 1 << 24
 #: Date formats pandas cannot infer (12-hour clocks), tried on a sample of the column before
@@ -499,7 +499,7 @@ def _time_values(rows: pd.DataFrame, roles: dict[str, str]) -> pd.Series:
             return _text(column) + " " + clock
         if is_clock.mean() > 0.5:   # a clock column with bad cells: using Date alone would merge rows
             line = is_clock.index[~is_clock.to_numpy()][0]
-            raise DataError(f"Cannot read the time of day {_excerpt(clock[line])} on line {line} "
+            raise DataError(f"Cannot read the time of day {excerpt(clock[line])} on line {line} "
                             f"(column {other!r}): write it as HH:MM or HH:MM:SS, e.g. 13:05.")
     return column
 
@@ -516,18 +516,18 @@ def _read_times(column: pd.Series, name: str = "") -> tuple[pd.Series, str]:
     so DataError asks for ISO dates. Naive times are UTC.
     """
     if _is_number_column(column):
-        return _epoch_times(column.astype("float64")), ""
+        return epoch_times(column.astype("float64")), ""
     text = _text(column)
     present = text != ""
     numeric = text.str.fullmatch(r"[+-]?\d+(?:\.\d+)?")
     if present.any() and numeric[present].mean() > 0.5:
-        return _epoch_times(pd.to_numeric(text.where(numeric), errors="coerce")), ""
+        return epoch_times(pd.to_numeric(text.where(numeric), errors="coerce")), ""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # pandas warns when it cannot infer one format
-        readings = [_plausible(pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce"),
-                               _STRING_FIRST)]
+        readings = [plausible(pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce"),
+                               STRING_FIRST)]
         if readings[0][present].isna().any():
-            readings += [_plausible(_text_times(text[present], first).reindex(text.index), _STRING_FIRST)
+            readings += [plausible(_text_times(text[present], first).reindex(text.index), STRING_FIRST)
                          for first in (False, True)]
     failures = [int(r[present].isna().sum()) for r in readings]
     times = readings[failures.index(min(failures))]   # ISO, then month-first, on a tie
@@ -564,7 +564,7 @@ def _text_times(text: pd.Series, dayfirst: bool) -> pd.Series:
     return pd.to_datetime(text, utc=True, errors="coerce", dayfirst=dayfirst)
 
 
-def _epoch_times(numbers: pd.Series) -> pd.Series:
+def epoch_times(numbers: pd.Series) -> pd.Series:
     """Epoch numbers (unit by magnitude) or YYYYMMDD integers as UTC times; NaN -> NaT."""
     numbers = numbers.where(np.isfinite(numbers))
     known = numbers.dropna()
@@ -574,16 +574,16 @@ def _epoch_times(numbers: pd.Series) -> pd.Series:
         warnings.simplefilter("ignore")
         if known.between(19000101, 22000101).all() and (known % 1 == 0).all():
             digits = numbers.astype("Int64").astype(str)
-            return _plausible(pd.to_datetime(digits, format="%Y%m%d", utc=True, errors="coerce"),
-                              _STRING_FIRST)
+            return plausible(pd.to_datetime(digits, format="%Y%m%d", utc=True, errors="coerce"),
+                              STRING_FIRST)
         magnitude = float(np.median(np.abs(known)))
         unit = "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else (
             "us" if magnitude < 1e17 else "ns")
         times = pd.to_datetime(numbers, unit=unit, utc=True, errors="coerce")
-    return _plausible(times, _EPOCH_FIRST)
+    return plausible(times, _EPOCH_FIRST)
 
 
-def _plausible(times: pd.Series, first: pd.Timestamp) -> pd.Series:
+def plausible(times: pd.Series, first: pd.Timestamp) -> pd.Series:
     """NaT outside [first, 2200): small numbers or two-digit years are not real bar times."""
     times = times.where((times >= first) & (times < _LAST))
     return times.astype("datetime64[ns, UTC]")
@@ -656,17 +656,17 @@ def _time_problem(rows: pd.DataFrame, column: str) -> Callable[[Any], str]:
         value = rows.at[line, column]
         if pd.isna(value) or not str(value).strip():
             return f"the time is empty on line {line} (column {column!r})"
-        return f"cannot read the time {_excerpt(value)} on line {line} (column {column!r})"
+        return f"cannot read the time {excerpt(value)} on line {line} (column {column!r})"
     return describe
 
 
 def _number_problem(rows: pd.DataFrame, column: str) -> Callable[[Any], str]:
     def describe(line: Any) -> str:
-        return f"{_excerpt(rows.at[line, column])} in column {column!r} on line {line} is not a number"
+        return f"{excerpt(rows.at[line, column])} in column {column!r} on line {line} is not a number"
     return describe
 
 
-def _excerpt(value: Any, limit: int = 80) -> str:
+def excerpt(value: Any, limit: int = 80) -> str:
     """A cell quoted for a message, cut to ``limit`` characters (a cell can be megabytes)."""
     text = str(value)
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text):,} characters)"

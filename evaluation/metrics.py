@@ -137,6 +137,12 @@ def pr_curve(scores: pd.Series, labels: pd.DataFrame, *, kinds=None) -> pd.DataF
                          "threshold": thresholds})
 
 
+def labels_in_range(index: pd.DatetimeIndex, labels: pd.DataFrame, *, kinds=None) -> int:
+    """How many labels hold at least one bar of ``index``: the labels the metrics count
+    (0 means there is nothing to evaluate, and ``pr_curve`` raises)."""
+    return len(_label_windows(index, labels, kinds))
+
+
 def _label_windows(index: pd.DatetimeIndex, labels: pd.DataFrame, kinds) -> pd.DataFrame:
     """Labels as bar positions: columns first, last (inclusive) and kind."""
     if kinds is not None:
@@ -185,9 +191,7 @@ def _event_metrics(flagged: np.ndarray, windows: pd.DataFrame, tolerance: int,
     first_flag = flag_positions[np.searchsorted(flag_positions[:-1], first)]
     delays = (first_flag - first)[found]
     # A flagged run is true if it overlaps some [first, last + tolerance] window.
-    true_run = np.zeros(len(run_starts), dtype=bool)
-    for lo, hi in zip(first, reach):
-        true_run |= (run_starts <= hi) & (run_ends >= lo)
+    true_run = _overlaps_any(run_starts, run_ends, first, reach)
     recall = float(found.mean()) if len(found) else np.nan
     precision = float(true_run.mean()) if len(true_run) else np.nan
     if np.isnan(recall) and np.isnan(precision):
@@ -195,9 +199,22 @@ def _event_metrics(flagged: np.ndarray, windows: pd.DataFrame, tolerance: int,
     else:  # a missing side (no flags, or no labels) counts as 0
         p, r = np.nan_to_num(precision), np.nan_to_num(recall)
         f1 = 2 * p * r / (p + r) if p + r > 0 else 0.0
-    kinds = windows["kind"].to_numpy()
-    by_kind = {str(kind): float(found[kinds == kind].mean()) for kind in sorted(set(kinds))}
+    kinds, which = np.unique(windows["kind"].to_numpy(), return_inverse=True)
+    by_kind = dict(zip(map(str, kinds), (np.bincount(which, weights=found, minlength=len(kinds))
+                                         / np.bincount(which, minlength=len(kinds))).tolist()))
     return {"event_recall": recall, "flag_precision": precision, "f1": float(f1),
             "recall_by_kind": by_kind,
             "detection_delay": float(delays.mean()) if len(delays) else np.nan,
             "n_labels": int(len(found)), "n_flagged_events": int(len(run_starts))}
+
+
+def _overlaps_any(starts: np.ndarray, ends: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Whether each run [start, end] overlaps some window [lo, hi], in O((runs + windows) log
+    windows): among the windows opening at or before a run's end, the furthest-reaching one
+    overlaps it iff any does."""
+    if not len(lo):
+        return np.zeros(len(starts), dtype=bool)
+    order = np.argsort(lo, kind="stable")
+    reach = np.maximum.accumulate(hi[order])
+    opened = np.searchsorted(lo[order], ends, side="right")
+    return (opened > 0) & (reach[np.maximum(opened - 1, 0)] >= starts)

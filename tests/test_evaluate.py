@@ -7,7 +7,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evaluation.metrics import best_threshold, evaluate, event_pr_auc, pr_curve, threshold_sweep
+from evaluation.metrics import (
+    DEFAULT_TOLERANCE,
+    _overlaps_any,
+    best_threshold,
+    evaluate,
+    event_pr_auc,
+    labels_in_range,
+    pr_curve,
+    threshold_sweep,
+)
+from events.build import MERGE_GAP, flag_runs
 
 INDEX = pd.date_range("2024-01-01", periods=100, freq="h", tz="UTC", name="timestamp")
 
@@ -117,3 +127,32 @@ def test_recall_never_rises_as_the_threshold_rises(seed, cuts):
     random_scores = pd.Series(np.abs(rng.normal(size=len(INDEX))), index=INDEX)
     sweep = threshold_sweep(random_scores, LABELS, sorted(cuts))
     assert sweep["recall"].is_monotonic_decreasing
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_run_overlap_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    starts = np.sort(rng.integers(0, 500, size=rng.integers(0, 60)))
+    ends = starts + rng.integers(0, 15, size=len(starts))
+    lo = rng.integers(0, 500, size=rng.integers(0, 40))
+    hi = lo + rng.integers(0, 30, size=len(lo))
+    brute = np.array([((lo <= e) & (hi >= s)).any() for s, e in zip(starts, ends)], dtype=bool)
+    assert np.array_equal(_overlaps_any(starts, ends, lo, hi), brute)
+    # and through evaluate: flag precision is the share of flagged runs near some label
+    flagged = pd.Series(rng.random(len(INDEX)) < 0.1, index=INDEX)
+    first = rng.integers(0, 95, size=8)
+    windows = labels(*[(a, a + int(rng.integers(0, 5)), "k") for a in first])
+    run_starts, run_ends = flag_runs(flagged.to_numpy(), MERGE_GAP)
+    true = [any(a <= e and a_end + DEFAULT_TOLERANCE >= s for a, a_end in
+                zip(INDEX.get_indexer(windows["start"]), INDEX.get_indexer(windows["end"])))
+            for s, e in zip(run_starts, run_ends)]
+    precision = evaluate(flagged.astype(float), windows, flagged=flagged)["flag_precision"]
+    assert precision == pytest.approx(np.mean(true)) if true else np.isnan(precision)
+
+
+def test_labels_in_range_counts_labels_holding_a_bar():
+    assert labels_in_range(INDEX, LABELS) == 2
+    assert labels_in_range(INDEX, LABELS, kinds=["b"]) == 1
+    between_bars = pd.DataFrame({"start": [INDEX[3] + pd.Timedelta(minutes=10)],
+                                 "end": [INDEX[3] + pd.Timedelta(minutes=50)], "kind": ["a"]})
+    assert labels_in_range(INDEX, between_bars) == 0
