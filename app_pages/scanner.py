@@ -11,6 +11,7 @@ from components import controls, services, state
 from components import scan as scan_ui
 from components.tables import readable_detectors, readable_kind
 from data.export import to_safe_csv
+from scan.universe import MAX_DEMO_SYMBOLS
 from store.watchlists import load_watchlists, save_watchlist
 
 st.title("Scanner")
@@ -27,7 +28,7 @@ kinds = ["Watchlist", "Demo universe"] if choice.source == "demo" else ["Watchli
 what = st.radio("Universe", kinds, horizontal=True, key="scan_universe_kind") if len(kinds) > 1 else kinds[0]
 if what == "Demo universe":
     count = int(st.number_input("Synthetic symbols (DEMO-0001 ...), each with labelled injected events",
-                                1, 10_000, 50, step=10, key="scan_universe_size"))
+                                1, MAX_DEMO_SYMBOLS, 50, step=10, key="scan_universe_size"))
     universe: str | list[str] = f"demo:{count}"
 else:
     saved = load_watchlists(log=services.case_log())

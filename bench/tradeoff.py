@@ -26,14 +26,12 @@ from real_markets import events_root, load, tally, windows  # noqa: E402
 
 import detectors  # noqa: E402
 from data.demo import demo_market  # noqa: E402
-from detectors.pipeline import DEFAULT_SPECS  # noqa: E402
 from detectors.zscore import BASE_CUT, default_cut  # noqa: E402
 
 
-def specs_at(base_cut: float, candles: pd.DataFrame) -> list:
-    """The default specs with the z-score's cut moved to ``base_cut`` (same bar-size rule)."""
-    cut = default_cut(candles.index) - BASE_CUT + base_cut
-    return [(n, {**p, "threshold": cut} if n == "zscore" else p) for n, p in DEFAULT_SPECS]
+def cuts_at(base_cut: float, candles: pd.DataFrame) -> dict[str, float]:
+    """The z-score's cut at ``base_cut`` on these bars (the same bar-size rule as the default)."""
+    return {"zscore": default_cut(candles.index) - BASE_CUT + base_cut}
 
 
 def main() -> None:
@@ -43,16 +41,20 @@ def main() -> None:
     args = parser.parse_args()
     root = events_root(args.path)
     events = pd.read_csv(root / "events.csv")
-    real = [(symbol, load(root, symbol), windows(group, not symbol.endswith("USDT")))
-            for symbol, group in events.groupby("symbol")]
+    # Scored once: a cut never changes scores or severities, so each cut is only a detect().
+    real = []
+    for symbol, group in events.groupby("symbol"):
+        candles = load(root, symbol)
+        real.append((symbol, candles, detectors.score_detectors(candles), windows(group, not symbol.endswith("USDT"))))
     demos = [demo_market(seed=seed, symbol=symbol, interval=interval)
              for seed in (1, 2, 3) for symbol in SYMBOLS for interval in INTERVALS]
+    demos = [(m, detectors.score_detectors(m.candles)) for m in demos]
     rows = []
     for base in args.cuts:
         row = {"base cut": base}
         totals = {"daily": ([], 0, 0.0), "hourly": ([], 0, 0.0)}
-        for symbol, candles, spans in real:
-            flagged = detectors.detect(candles, specs_at(base, candles)).flagged
+        for symbol, candles, scored, spans in real:
+            flagged = scored.detect(cuts_at(base, candles)).flagged
             found, days, years = tally(flagged, spans)
             freq = "hourly" if symbol.endswith("USDT") else "daily"
             had = totals[freq]
@@ -60,8 +62,8 @@ def main() -> None:
         for freq, (found, days, years) in totals.items():
             row[f"real {freq} recall"] = np.mean(found)
             row[f"real {freq} days/yr"] = days / years
-        demo = pooled([evaluate_with_counts(detectors.detect(m.candles, specs_at(base, m.candles)),
-                                            m.labels) for m in demos])
+        demo = pooled([evaluate_with_counts(scored.detect(cuts_at(base, m.candles)), m.labels)
+                       for m, scored in demos])
         row.update({f"demo {k}": demo[k] for k in (*TARGET_KINDS, "precision", "event_pr_auc")})
         rows.append(row)
     pd.set_option("display.width", 220)

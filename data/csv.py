@@ -64,7 +64,7 @@ _NA_VALUES = sorted({form for m in _MISSING for form in (m, m.upper(), m.capital
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?")
 _CLOCK = r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
 _ZONE = r"(?:Z|[+-]\d{2}:?\d{2})$"
-_EPOCH_FIRST = pd.Timestamp("1971-01-01", tz="UTC")   # small numbers are not epoch times
+EPOCH_FIRST = pd.Timestamp("1971-01-01", tz="UTC")   # small numbers are not epoch times
 STRING_FIRST = pd.Timestamp("1900-01-01", tz="UTC")
 #: Bytes scanned for blank lines at a time (bounds that scan's memory).
 _BLANK_SCAN_CHUNK = 1 << 24
@@ -343,7 +343,7 @@ def _parse_table(text: str) -> pd.DataFrame:
     # With another separator a comma may be a decimal: keep the cells as text, so that
     # to_frame can decide the number format once for the whole file.
     text_cells = {"dtype": str} if sep != "," else {}
-    body, body_lines = _without_blank_lines(text[sum(len(ln) + 1 for ln in lines[:first_row]):], sep)
+    body, body_lines = without_blank_lines(text[sum(len(ln) + 1 for ln in lines[:first_row]):], sep)
     skipped: list[int] = []
     if body:
         with warnings.catch_warnings(record=True) as caught:
@@ -355,23 +355,26 @@ def _parse_table(text: str) -> pd.DataFrame:
                                     skipinitialspace=True, on_bad_lines="warn", engine="c",
                                     **text_cells)
             except ValueError as exc:   # pandas' ParserError and EmptyDataError are ValueErrors
-                detail = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-                raise DataError(f"Cannot split the file into columns ({detail}): check for an "
+                raise DataError(f"Cannot split the file into columns ({parser_detail(exc)}): check for an "
                                 "unclosed quote or a broken line.") from None
         skipped = sorted({int(n) for w in caught
                           for n in re.findall(r"Skipping line (\d+)", str(w.message))})
     else:
         table = pd.DataFrame(columns=names, dtype=object)
-    lines_kept = np.delete(body_lines, np.array(skipped, dtype=int) - 1)
-    table.index = pd.Index(lines_kept[:len(table)] + first_row, name="line")
-    skipped = [int(body_lines[n - 1]) for n in skipped]
+    skipped_at = np.array(skipped, dtype=int) - 1
+    table.index = pd.Index(np.delete(body_lines, skipped_at)[:len(table)] + first_row, name="line")
     table = table[table.notna().any(axis=1)]
     table.attrs = {"sep": sep, "has_header": has_header,
-                   "skipped_lines": [n + first_row for n in skipped]}
+                   "skipped_lines": (body_lines[skipped_at] + first_row).tolist()}
     return table
 
 
-def _without_blank_lines(body: str, sep: str) -> tuple[bytes, np.ndarray]:
+def parser_detail(exc: Exception) -> str:
+    """The first line of a pandas parser error (the rest is advice meant for programmers)."""
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
+
+
+def without_blank_lines(body: str, sep: str) -> tuple[bytes, np.ndarray]:
     """``body`` as UTF-8 without its blank lines (only spaces and separators), and the
     1-based line number in ``body`` of each line kept. pandas would make a row of each blank
     line first (10 MB of newlines took 1.4 GB); done in chunks, so memory stays bounded."""
@@ -557,11 +560,19 @@ def _text_times(text: pd.Series, dayfirst: bool) -> pd.Series:
     from pandas.tseries.api import guess_datetime_format
     if len(text) and guess_datetime_format(text.iloc[0], dayfirst=dayfirst) is None:
         sample = text.head(200)
-        day_first = [f.startswith("%d") for f in _TWELVE_HOUR]
-        for fmt in (f for f, d in zip(_TWELVE_HOUR, day_first) if d == dayfirst or f.startswith("%Y")):
+        for fmt in (f for f in _TWELVE_HOUR if not f.startswith("%m" if dayfirst else "%d")):
             if pd.to_datetime(sample, format=fmt, errors="coerce").notna().all():
                 return pd.to_datetime(text, format=fmt, utc=True, errors="coerce")
     return pd.to_datetime(text, utc=True, errors="coerce", dayfirst=dayfirst)
+
+
+def epoch_ns_per_unit(size):
+    """Nanoseconds per unit of epoch numbers of this size (array-like): seconds < 1e11 <=
+    milliseconds < 1e14 <= microseconds < 1e17 <= nanoseconds."""
+    return np.select([np.less(size, 1e11), np.less(size, 1e14), np.less(size, 1e17)], [1e9, 1e6, 1e3], 1.0)
+
+
+_UNITS = {1e9: "s", 1e6: "ms", 1e3: "us", 1.0: "ns"}
 
 
 def epoch_times(numbers: pd.Series) -> pd.Series:
@@ -576,11 +587,9 @@ def epoch_times(numbers: pd.Series) -> pd.Series:
             digits = numbers.astype("Int64").astype(str)
             return plausible(pd.to_datetime(digits, format="%Y%m%d", utc=True, errors="coerce"),
                               STRING_FIRST)
-        magnitude = float(np.median(np.abs(known)))
-        unit = "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else (
-            "us" if magnitude < 1e17 else "ns")
+        unit = _UNITS[float(epoch_ns_per_unit(np.median(np.abs(known))))]
         times = pd.to_datetime(numbers, unit=unit, utc=True, errors="coerce")
-    return plausible(times, _EPOCH_FIRST)
+    return plausible(times, EPOCH_FIRST)
 
 
 def plausible(times: pd.Series, first: pd.Timestamp) -> pd.Series:

@@ -8,7 +8,7 @@ import re
 import pandas as pd
 
 from data import DataError
-from data.csv import STRING_FIRST, epoch_times, excerpt, plausible
+from data.csv import STRING_FIRST, epoch_times, excerpt, parser_detail, plausible, without_blank_lines
 
 __all__ = ["read_labels", "MAX_LABELS"]
 
@@ -29,16 +29,16 @@ def read_labels(raw: bytes) -> pd.DataFrame:
     except UnicodeDecodeError as exc:
         raise DataError("The labels file is not UTF-8 text: save it as a UTF-8 CSV.") from exc
     # Blank lines are dropped here, not by pandas, so each row keeps its line number in the file.
-    lines = text.splitlines()
-    kept = [i for i, line in enumerate(lines) if line.strip(" \t,")]
+    body, numbers = without_blank_lines(text.replace("\r\n", "\n"), ",")
+    kept = (numbers - 1).tolist()
     if not kept:
         raise DataError("The labels file is empty: write a header start,end,kind and one label per line.")
     try:
-        table = pd.read_csv(io.StringIO("\n".join(lines[i] for i in kept)), header=None, dtype=str,
-                            keep_default_na=False, skip_blank_lines=False)
+        table = pd.read_csv(io.BytesIO(body), header=None, dtype=str, keep_default_na=False,
+                            skip_blank_lines=False)
     except ValueError as exc:   # pandas' ParserError is a ValueError
-        detail = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-        detail = re.sub(r"line (\d+)", lambda m: f"line {kept[min(int(m[1]), len(kept)) - 1] + 1}", detail)
+        detail = re.sub(r"line (\d+)", lambda m: f"line {kept[min(int(m[1]), len(kept)) - 1] + 1}",
+                        parser_detail(exc))
         raise DataError(f"Cannot split the labels file into columns ({detail[:80]}): give every line "
                         "the three fields start,end,kind.") from exc
     names = [str(c).strip().lower() for c in table.iloc[0]]

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from data import DataError, check_symbol, network, parse_time_range
+from data.csv import EPOCH_FIRST, epoch_ns_per_unit
 
 __all__ = ["HEADLINE_COLUMNS", "MAX_HEADLINE_CHARS", "NEWS_SOURCES", "load_headlines",
            "clean_text", "validate_headlines", "fetch_yahoo_news", "yahoo_news_to_frame",
@@ -40,10 +41,11 @@ _CSV_ALIASES = {"timestamp": ("timestamp", "time", "datetime", "date", "publishe
                 "source": ("source", "provider", "publisher"),
                 "url": ("url", "link"),
                 "label": ("label",)}
-#: Headline times outside ``_FIRST`` to this many years from now are typos (or epoch numbers
-#: in the wrong unit, or row numbers): 1971, not 1970, so small numbers are refused too.
-_FIRST = pd.Timestamp("1971-01-01", tz="UTC")
+#: Headline times outside ``EPOCH_FIRST`` (1971: small numbers are not epoch times) to this
+#: many years from now are typos, epoch numbers in the wrong unit or row numbers.
 _YEARS_AHEAD = 5
+#: The times pandas holds in nanoseconds: a source's date outside them is dropped.
+_NS_FIRST, _NS_LAST = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
 
 
 def clean_text(value: Any, max_chars: int = MAX_HEADLINE_CHARS) -> str:
@@ -67,9 +69,6 @@ def _clean_url(value: Any) -> str:
     """Keep only http(s) links, so a headline can never carry a ``javascript:`` link."""
     url = clean_text(value, max_chars=2000)
     return url if re.match(r"^https?://", url, flags=re.IGNORECASE) else ""
-
-
-_NS_FIRST, _NS_LAST = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
 
 
 def validate_headlines(frame: pd.DataFrame) -> pd.DataFrame:
@@ -112,17 +111,17 @@ def _parse_timestamps(values: pd.Series) -> pd.Series:
     shift the seconds around it.
 
     Raises DataError naming the first cell that cannot be read, is a negative epoch number or
-    falls outside ``_FIRST`` to ``_YEARS_AHEAD`` years from now, so the analyst can fix it.
+    falls outside ``EPOCH_FIRST`` to ``_YEARS_AHEAD`` years from now, so the analyst can fix it.
     """
     text = values.astype("str").str.strip()
     number = pd.to_numeric(text, errors="coerce").astype("float64").to_numpy()
     is_number = np.isfinite(number)   # "inf" and "nan" are read (and refused) as text
     size = np.abs(number)
-    nanos = number * np.select([size < 1e11, size < 1e14, size < 1e17], [1e9, 1e6, 1e3], 1.0)
+    nanos = number * epoch_ns_per_unit(size)
     words = pd.to_datetime(text.where(~is_number), utc=True, errors="coerce", format="mixed")
     last = pd.Timestamp.now(tz="UTC").normalize() + pd.DateOffset(years=_YEARS_AHEAD)
-    plausible = np.where(is_number, (nanos >= _FIRST.value) & (nanos < last.value),
-                         ((words >= _FIRST) & (words < last)).to_numpy())
+    plausible = np.where(is_number, (nanos >= EPOCH_FIRST.value) & (nanos < last.value),
+                         ((words >= EPOCH_FIRST) & (words < last)).to_numpy())
     if not plausible.all():
         row = int(np.flatnonzero(~plausible)[0])
         cell = f"timestamp {clean_text(values.iloc[row], 80)!r} in data row {row + 1}"
@@ -132,7 +131,7 @@ def _parse_timestamps(values: pd.Series) -> pd.Series:
         if is_number[row] or pd.notna(words.iloc[row]):
             fix = ("give epoch seconds, ms, us or ns since 1970 (told apart by size)"
                    if is_number[row] else "correct the date")
-            raise DataError(f"The {cell} is not a time between {_FIRST:%Y-%m-%d} and "
+            raise DataError(f"The {cell} is not a time between {EPOCH_FIRST:%Y-%m-%d} and "
                             f"{last:%Y-%m-%d}: {fix}.")
         raise DataError(f"Cannot read the {cell}: use ISO 8601 like 2024-01-31 14:05 (UTC unless "
                         "it has an offset) or epoch seconds.")

@@ -191,7 +191,9 @@ def _event_metrics(flagged: np.ndarray, windows: pd.DataFrame, tolerance: int,
     first_flag = flag_positions[np.searchsorted(flag_positions[:-1], first)]
     delays = (first_flag - first)[found]
     # A flagged run is true if it overlaps some [first, last + tolerance] window.
-    true_run = _overlaps_any(run_starts, run_ends, first, reach)
+    reached = _inside_mask(len(flagged), pd.DataFrame({"first": first, "last": reach_clipped}))
+    reached_count = np.concatenate([[0], np.cumsum(reached)])
+    true_run = reached_count[run_ends + 1] - reached_count[run_starts] > 0
     recall = float(found.mean()) if len(found) else np.nan
     precision = float(true_run.mean()) if len(true_run) else np.nan
     if np.isnan(recall) and np.isnan(precision):
@@ -207,14 +209,3 @@ def _event_metrics(flagged: np.ndarray, windows: pd.DataFrame, tolerance: int,
             "detection_delay": float(delays.mean()) if len(delays) else np.nan,
             "n_labels": int(len(found)), "n_flagged_events": int(len(run_starts))}
 
-
-def _overlaps_any(starts: np.ndarray, ends: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Whether each run [start, end] overlaps some window [lo, hi], in O((runs + windows) log
-    windows): among the windows opening at or before a run's end, the furthest-reaching one
-    overlaps it iff any does."""
-    if not len(lo):
-        return np.zeros(len(starts), dtype=bool)
-    order = np.argsort(lo, kind="stable")
-    reach = np.maximum.accumulate(hi[order])
-    opened = np.searchsorted(lo[order], ends, side="right")
-    return (opened > 0) & (reach[np.maximum(opened - 1, 0)] >= starts)

@@ -101,7 +101,7 @@ def _csv_symbols(text: str, spec: str) -> list[str] | None:
             raise ValueError(f"The universe file {spec!r} has no symbol column (its columns: {shown}): "
                              "name the column of symbols 'symbol', or list one symbol a line.")
         return None
-    return [s.strip() for s in table.iloc[:, list(table.columns).index(column)].dropna()]
+    return [s.strip() for s in table[column].dropna()]
 
 
 def load_symbol(source: str, symbol: str, interval: str, start: Any, end: Any, *, seed: int = 7,
