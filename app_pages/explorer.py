@@ -59,30 +59,20 @@ def analysis() -> dict:
     c4.metric("Top kind",
               "–" if events is None or not len(events) else tables.readable_kind(events["kind"].mode().iat[0]))
 
-    signal_slot, price_slot = st.empty(), st.empty()
     if events is None:
         st.info("Select at least one detector in the sidebar to flag anomalies.")
-        price_slot.plotly_chart(build_price_figure(candles, labels=labels, revision=choice.key), key="price_chart")
+        st.plotly_chart(build_price_figure(candles, labels=labels, revision=choice.key), key="price_chart")
         links.write_url(links.view_params(choice, chosen, ensemble, {}, None))
         return {}
 
-    st.subheader("Events")
-    if selected_ids:
-        st.caption(f"Showing the {len(table_events)} event(s) selected on the chart. Clear the chart "
-                   "selection (double-click) to see all.")
-    selected = tables.render_event_navigation(table_events)
-    tables.render_events_table(table_events)
+    # The charts go out before the events section, so the browser starts drawing them first.
+    selected = tables.open_event(table_events)
     focus = None
     request = st.session_state.get(state.FOCUS_TIME) or {}
     focus_time = request.get("time") if request.get("key") == choice.key else None
     if focus_time is not None and selected is None:
         around = services.bar_length(candles) * 48
         focus = (focus_time - around, focus_time + around)
-        cols = st.columns([4, 1])
-        cols[0].caption(f"Zoomed to {focus_time:%Y-%m-%d %H:%M} UTC (opened from a headline).")
-        if cols[1].button("Show the whole range"):
-            st.session_state.pop(state.FOCUS_TIME)
-            st.rerun()
     if selected is not None:
         pad = (selected["end"] - selected["start"]) * 3 + pd.Timedelta(services.bar_length(candles) * 24)
         focus = (selected["start"] - pad, selected["end"] + pad)
@@ -92,8 +82,21 @@ def analysis() -> dict:
                                   focus=focus, revision=revision)
     highlight = None if selected is None else (selected["start"], selected["end"])
     prices = price_figure(choice, candles, labels, focus, highlight, revision)
-    signal_slot.plotly_chart(signals, key=state.CHART, on_select="rerun", selection_mode=("points", "box"))
-    price_slot.plotly_chart(prices, key="price_chart")
+    st.plotly_chart(signals, key=state.CHART, on_select="rerun", selection_mode=("points", "box"))
+    st.plotly_chart(prices, key="price_chart")
+
+    if focus_time is not None and selected is None:
+        cols = st.columns([4, 1])
+        cols[0].caption(f"Zoomed to {focus_time:%Y-%m-%d %H:%M} UTC (opened from a headline).")
+        if cols[1].button("Show the whole range"):
+            st.session_state.pop(state.FOCUS_TIME)
+            st.rerun()
+    st.subheader("Events")
+    if selected_ids:
+        st.caption(f"Showing the {len(table_events)} event(s) selected on the chart. Clear the chart "
+                   "selection (double-click) to see all.")
+    tables.render_event_navigation(table_events)
+    tables.render_events_table(table_events)
     if selected is not None:
         with st.container(border=True):
             tables.render_event_panel(selected)

@@ -74,9 +74,15 @@ def _picked(ids: list[str]) -> None:
     st.session_state[state.EVENT] = ids[rows[0]] if rows else None
 
 
-def render_event_navigation(events: pd.DataFrame) -> pd.Series | None:
-    """Previous / next / close buttons with keyboard shortcuts (K, J, Esc); returns the open
-    event, or None. Events are in time order, so J walks forward through the chart."""
+def open_event(events: pd.DataFrame) -> pd.Series | None:
+    """The event the analyst has open (``state.EVENT``) if it is among ``events``, else None."""
+    rows = events.loc[events["event_id"] == st.session_state.get(state.EVENT)]
+    return rows.iloc[0] if len(rows) else None
+
+
+def render_event_navigation(events: pd.DataFrame) -> None:
+    """Previous / next / close buttons with keyboard shortcuts (K, J, Esc). Events are in time
+    order, so J walks forward through the chart."""
     ids = list(events.sort_values("start")["event_id"])
     current = st.session_state.get(state.EVENT)
     cols = st.columns([1, 1, 1, 4])
@@ -89,9 +95,8 @@ def render_event_navigation(events: pd.DataFrame) -> pd.Series | None:
                    help="Back to the whole range (Esc)")
     if current in ids:
         cols[3].caption(f"Event {ids.index(current) + 1} of {len(ids)} · J next, K previous, Esc close")
-        return events.loc[events["event_id"] == current].iloc[0]
-    cols[3].caption(f"{len(ids)} events · J opens the first, then the next; K the previous")
-    return None
+    else:
+        cols[3].caption(f"{len(ids)} events · J opens the first, then the next; K the previous")
 
 
 def _step(ids: list[str], step: int) -> None:
