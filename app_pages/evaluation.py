@@ -129,7 +129,17 @@ st.caption("Bad data is not a price: bars inside a data-error event (bad ticks, 
            "prices, so a bad tick adds no return to either.")
 st.text(result.note)
 st.dataframe(result.metrics.rename(index={"strategy": "Strategy", "buy_and_hold": "Buy and hold"}), width="stretch",
-             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in result.metrics.columns})
+             column_config={
+                 "total_return": st.column_config.NumberColumn("Total return", format="percent"),
+                 "sharpe": st.column_config.NumberColumn("Sharpe (annualised)", format="%.2f"),
+                 "sortino": st.column_config.NumberColumn("Sortino (annualised)", format="%.2f"),
+                 "max_drawdown": st.column_config.NumberColumn("Max drawdown", format="percent"),
+                 "n_trades": st.column_config.NumberColumn("Trades", format="%d"),
+                 "exposure": st.column_config.NumberColumn("Time invested", format="percent"),
+                 "win_rate": st.column_config.NumberColumn(
+                     "Winning spells", format="percent",
+                     help="Share of holding spells that ended with more equity than they began with, costs included."),
+             })
 fig = go.Figure([go.Scatter(x=result.equity.index, y=result.equity[c], mode="lines", name=name)
                  for c, name in (("strategy", "Strategy"), ("buy_and_hold", "Buy and hold (repaired prices)"))])
 fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="Equity")

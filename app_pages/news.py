@@ -7,6 +7,7 @@ from components import controls, services, state
 from components.charts import inert
 from components.views import problem
 from data import DataError
+from detectors.embedders import EMBEDDERS
 from detectors.pipeline import is_flagged
 
 st.title("News")
@@ -55,7 +56,7 @@ if sources:
 m = st.columns(3)
 m[0].metric("Headlines", f"{len(table):,}")
 m[1].metric("Flagged", int(table["flagged"].sum()))
-m[2].metric("Embedder", embedder)
+m[2].metric("Embedder", EMBEDDERS[embedder].label if embedder in EMBEDDERS else embedder)
 fig = go.Figure()
 for flagged, colour, name in ((False, "#8a97ab", "Ordinary"), (True, "#c4161c", "Flagged")):
     part = view[view["flagged"] == flagged]

@@ -109,7 +109,7 @@ recall = status.get("recall") or {}
 if recall:
     found, labelled = (sum(v[i] for v in recall.values()) for i in (0, 1))
     st.caption(f"Injected demo events found: {found}/{labelled} (all kinds); per kind: "
-               + ", ".join(f"{k} {f}/{n}" for k, (f, n) in sorted(recall.items())))
+               + ", ".join(f"{readable_kind(k)} {f}/{n}" for k, (f, n) in sorted(recall.items())))
 st.caption("Ranked by highest severity. Select a row to open it in the Explorer; its events are in the "
            "case log (Cases page).")
 table = summary.drop(columns=["labels", "labels_found"]) if not recall else summary

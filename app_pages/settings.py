@@ -38,13 +38,14 @@ st.slider("Weight of the model's risk score in the combined risk", 0.0, 1.0, ste
           help="combined risk = w × model risk + (1 − w) × statistical severity (default 0.4).")
 
 st.subheader("Headline embeddings")
-from detectors.embedders import available_embedders  # noqa: E402
+from detectors.embedders import EMBEDDERS, available_embedders  # noqa: E402
 
 names = available_embedders()
 if state.value(state.EMBEDDER) not in names:
     state.set_value(state.EMBEDDER, names[0])
-st.radio("Embedder for the text detector", names, horizontal=True, **state.kept(state.EMBEDDER, names[0]),
-         help="tfidf is built in and offline; sentence-transformers needs the optional text extra; "
+st.radio("Embedder for the text detector", names, horizontal=True, format_func=lambda n: EMBEDDERS[n].label,
+         **state.kept(state.EMBEDDER, names[0]),
+         help="TF-IDF is built in and offline; sentence-transformers needs the optional text extra; "
               "openai uses the configured server.")
 
 st.subheader("Storage")

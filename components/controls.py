@@ -129,9 +129,9 @@ def render_data_controls(sidebar=None) -> DataChoice:
     start, end = DEMO_START, DEMO_END
     if source != "csv":
         first, last = default_range(source)
-        cols = box.columns(2)
-        start = cols[0].date_input("From", **state.kept(state.START, first))
-        end = cols[1].date_input("To", **state.kept(state.END, last))
+        # One above the other: side by side, the sidebar cuts the dates off.
+        start = box.date_input("From", format="YYYY-MM-DD", **state.kept(state.START, first))
+        end = box.date_input("To", format="YYYY-MM-DD", **state.kept(state.END, last))
         st.session_state.setdefault(_PER_SOURCE, {})[source] = {"symbol": symbol, "range": (start, end)}
     return DataChoice(source, symbol, interval, start, end, seed, category, csv_name, csv_bytes)
 

@@ -37,6 +37,7 @@ class Embedder(ABC):
     """
 
     name = ""
+    label = ""   # how the pages name it
 
     def __init__(self, *, use_cache: bool = True) -> None:
         self.use_cache = use_cache
@@ -91,6 +92,7 @@ class TfidfSvdEmbedder(Embedder):
     """
 
     name = "tfidf"
+    label = "TF-IDF (built in)"
 
     def __init__(self, n_components: int = 64, random_state: int | None = 0) -> None:
         super().__init__(use_cache=False)
@@ -158,6 +160,7 @@ class SentenceTransformerEmbedder(Embedder):
     """
 
     name = "sentence_transformer"
+    label = "Sentence-transformers"
 
     def __init__(self, model_name: str = "all-MiniLM-L6-v2", device: str = "cpu",
                  batch_size: int = 64, *, use_cache: bool = True) -> None:
@@ -203,6 +206,7 @@ class OpenAIEmbedder(Embedder):
     """
 
     name = "openai"
+    label = "OpenAI-compatible server"
 
     def __init__(self, config: Any = None, *, model: str | None = None,
                  batch_size: int = 256, max_retries: int = 1, use_cache: bool = True) -> None:

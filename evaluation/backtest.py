@@ -147,7 +147,7 @@ def _repair(close: np.ndarray, spans: list[tuple[int, int, str]]) -> tuple[np.nd
     for lo, hi in errors:
         bad[lo:hi + 1] = True
     if bad.all():
-        raise ValueError("Every candle lies inside a data_error event: there is no good price "
+        raise ValueError("Every candle lies inside a data-error event: there is no good price "
                          "to backtest on; widen the time range.")
     repaired = pd.Series(np.where(bad, np.nan, close)).ffill().bfill().to_numpy()
     return repaired, int(bad.sum()), len(errors)
@@ -239,9 +239,9 @@ def backtest_avoid_anomalies(candles: pd.DataFrame, events: pd.DataFrame | None,
         "buy_and_hold": _performance_metrics(equity["buy_and_hold"], np.ones(len(index)),
                                             hold_trades, bars_per_year, capital),
     }).T[METRICS].astype({"n_trades": "int64"})
-    note = (f"{repaired_bars} bar(s) inside {n_errors} data_error event(s) repaired: their close "
+    note = (f"{repaired_bars} bar(s) inside {n_errors} data-error event(s) repaired: their close "
             "is the last good close before the event, so bad ticks add no return to either curve."
-            if repaired_bars else "No data_error events: both curves use the closes as they are.")
+            if repaired_bars else "No data-error events: both curves use the closes as they are.")
     return BacktestResult(equity=equity, metrics=metrics,
                           exposure=pd.Series(target, index=index, name="exposure"),
                           prices=pd.Series(close, index=index, name="close"),

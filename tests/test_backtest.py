@@ -167,13 +167,13 @@ def test_data_error_bars_take_the_last_good_close_for_both_curves():
     # Steps out at bar 2's (repaired) close, back in at bar 3's: the spike books nothing.
     assert result.exposure.tolist() == [1, 1, 0, 1, 1]
     assert result.equity["strategy"].tolist() == pytest.approx([1000, 1010, 1010, 1010, 1010 * 103 / 102])
-    assert result.repaired_bars == 1 and result.note.startswith("1 bar(s) inside 1 data_error")
+    assert result.repaired_bars == 1 and result.note.startswith("1 bar(s) inside 1 data-error")
 
     first = hourly_candles([1000, 100, 101])                    # a bad first bar: next good close
     assert backtest_avoid_anomalies(first, one_event(first, 0, 0, "data_error")).prices.tolist() == [100, 100, 101]
     plain = backtest_avoid_anomalies(candles, one_event(candles, 2, 2))   # not a data error: untouched
     assert plain.prices.tolist() == candles["close"].tolist() and plain.repaired_bars == 0
-    assert plain.note.startswith("No data_error")
+    assert plain.note.startswith("No data-error")
     with pytest.raises(ValueError, match="no good price"):
         backtest_avoid_anomalies(candles, one_event(candles, 0, 4, "data_error"))
 
