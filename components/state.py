@@ -22,6 +22,7 @@ ENSEMBLE_K = "ensemble_k"
 EXPLAIN = "explain_on"
 NEWS_CONTEXT = "news_context_on"
 EVENTS_TABLE = "events_table"
+EVENTS_TABLE_GENERATION = "events_table_generation"   # bumped to clear a stale row pick
 CHART = "anomaly_chart"
 LIVE = "live_on"
 LIVE_EVERY = "live_every"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from functools import partial
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -41,16 +42,20 @@ def readable_detectors(names: str) -> str:
 
 
 def render_events_table(events: pd.DataFrame) -> None:
-    """The events table; selecting a row opens that event (``state.EVENT``)."""
+    """The events table; selecting a row opens that event (``state.EVENT``), and the open
+    event's row is marked however it was opened (row, keys, link)."""
     shown = events[[c for c in TABLE_COLUMNS if c in events.columns]].copy()
+    shown.insert(0, "open", np.where(events["event_id"] == st.session_state.get(state.EVENT), "▶", ""))
     shown["kind"] = shown["kind"].map(readable_kind)
     shown["detectors"] = shown["detectors"].map(readable_detectors)
+    key = _table_key()
     st.dataframe(
-        shown, key=state.EVENTS_TABLE, on_select=partial(_picked, list(events["event_id"])),
+        shown, key=key, on_select=partial(_picked, key, list(events["event_id"])),
         selection_mode="single-row",
         hide_index=True, width="stretch",
         # Fixed widths: the grid then measures no cell text to size its columns.
         column_config={
+            "open": st.column_config.TextColumn("", width=30, help="The open event"),
             "start": st.column_config.DatetimeColumn("Start (UTC)", format="YYYY-MM-DD HH:mm", width=135),
             "kind": st.column_config.TextColumn("Kind", width=160),
             "severity": st.column_config.ProgressColumn("Severity", min_value=0.0, max_value=1.0,
@@ -68,10 +73,22 @@ def render_events_table(events: pd.DataFrame) -> None:
         })
 
 
-def _picked(ids: list[str]) -> None:
+def _table_key() -> str:
+    """The table's widget key; a new one (``_open``) clears a row selection that no longer
+    names the open event."""
+    return f"{state.EVENTS_TABLE}:{st.session_state.get(state.EVENTS_TABLE_GENERATION, 0)}"
+
+
+def _picked(key: str, ids: list[str]) -> None:
     """Table callback: the row picked becomes the open event (none when unpicked)."""
-    rows = [r for r in st.session_state[state.EVENTS_TABLE].selection.rows if 0 <= r < len(ids)]
+    rows = [r for r in st.session_state[key].selection.rows if 0 <= r < len(ids)]
     st.session_state[state.EVENT] = ids[rows[0]] if rows else None
+
+
+def _open(event_id: str | None) -> None:
+    """Open an event from the keys or buttons (None closes it); a row picked before is unpicked."""
+    st.session_state[state.EVENT] = event_id
+    st.session_state[state.EVENTS_TABLE_GENERATION] = st.session_state.get(state.EVENTS_TABLE_GENERATION, 0) + 1
 
 
 def open_event(events: pd.DataFrame) -> pd.Series | None:
@@ -91,7 +108,7 @@ def render_event_navigation(events: pd.DataFrame) -> None:
     cols[1].button("Next", icon=":material/arrow_forward:", shortcut="J", disabled=not ids,
                    on_click=_step, args=(ids, 1), help="Next event (J)")
     cols[2].button("Close", icon=":material/close:", shortcut="Esc", disabled=current not in ids,
-                   on_click=st.session_state.__setitem__, args=(state.EVENT, None),
+                   on_click=_open, args=(None,),
                    help="Back to the whole range (Esc)")
     if current in ids:
         cols[3].caption(f"Event {ids.index(current) + 1} of {len(ids)} · J next, K previous, Esc close")
@@ -102,7 +119,7 @@ def render_event_navigation(events: pd.DataFrame) -> None:
 def _step(ids: list[str], step: int) -> None:
     current = st.session_state.get(state.EVENT)
     at = ids.index(current) + step if current in ids else (0 if step > 0 else len(ids) - 1)
-    st.session_state[state.EVENT] = ids[min(max(at, 0), len(ids) - 1)]
+    _open(ids[min(max(at, 0), len(ids) - 1)])
 
 
 def render_event_panel(event: pd.Series) -> None:

@@ -401,3 +401,13 @@ def test_the_events_table_names_kinds_and_detectors_as_analysts_read_them():
     assert len(table) and not table["kind"].str.contains("_").any()
     labels = {label for cell in table["detectors"] for label in cell.split(", ")}
     assert labels <= {"Rolling z-score", "Pump-and-dump rule", "Flash-crash rule"} and "Rolling z-score" in labels
+
+
+def test_the_open_event_is_marked_in_the_table_and_keys_unpick_a_stale_row():
+    at = new_app()
+    at.run()
+    table = next(d for d in at.dataframe if "detectors" in d.value.columns)
+    assert set(table.value["open"]) == {""}
+    next(b for b in at.button if b.label == "Next").click().run()       # J: the first event opens
+    table = next(d for d in at.dataframe if "detectors" in d.value.columns)
+    assert list(table.value["open"]).count("▶") == 1 and table.value["open"].iat[0] == "▶"

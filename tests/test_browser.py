@@ -194,6 +194,24 @@ def test_a_deep_link_restores_the_view_and_keys_walk_the_events(page, app_url):
     _no_exception(page)
 
 
+def test_a_row_picked_then_left_by_keys_is_not_stale(page, app_url):
+    _open(page, f"{app_url}/?src=demo&sym=DEMO-USD&iv=1h&from=2024-01-01&to=2024-02-20&det=zscore")
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 14, box["y"] + 52)             # the first row's selection box
+    page.wait_for_selector("text=Event 1 of", timeout=30_000)
+    _wait_idle(page)
+    _press(page, "j")
+    page.wait_for_selector("text=Event 2 of", timeout=30_000)
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 14, box["y"] + 52)             # the first row again: it opens, not closes
+    page.wait_for_selector("text=Event 1 of", timeout=30_000)
+    _no_exception(page)
+
+
 def test_a_saved_case_shows_at_once_in_the_panel_and_the_csv(page, app_url):
     _open(page, f"{app_url}/?src=demo&sym=DEMO-USD&iv=1h&from=2024-01-01&to=2024-02-20&det=zscore")
     _press(page, "j")
