@@ -146,15 +146,20 @@ def schema_revision(engine_or_conn) -> str | None:
     return engine_or_conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def migrate(url: str | sa.Engine | None = None, *, app_role: str | None = None) -> str:
+def migrate(url: str | sa.Engine | None = None, *, app_role: str | None = None,
+            to: str | None = None) -> str:
     """Bring the schema to the newest migration, once, under a lock; returns the revision.
 
     Safe to call from many processes at once: the first migrates, the others wait for its
     lock, see the new version and do nothing. ``app_role`` (PostgreSQL) is granted what the
     app needs: read all tables; insert and update cases; read-only audit (the triggers write
-    it as the owner); read and write watchlists and saved views.
+    it as the owner); read and write watchlists and saved views. ``to`` (an older revision,
+    or "base") downgrades instead, to roll back a release: what the newer migrations added is
+    dropped, rows included.
     """
     from alembic import command
+    target, step = (head_revision(), command.upgrade) if to is None else (to, command.downgrade)
+    wanted = None if target == "base" else target
     source = url if isinstance(url, sa.Engine) else _engine(url or default_url())
     try:
         if source.dialect.name == "sqlite":
@@ -163,8 +168,8 @@ def migrate(url: str | sa.Engine | None = None, *, app_role: str | None = None) 
             with source.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
                 try:
-                    if schema_revision(conn) != head_revision():
-                        command.upgrade(_config(conn), "head")
+                    if schema_revision(conn) != wanted:
+                        step(_config(conn), target)
                     conn.exec_driver_sql("COMMIT")
                 except BaseException:
                     conn.exec_driver_sql("ROLLBACK")
@@ -172,11 +177,11 @@ def migrate(url: str | sa.Engine | None = None, *, app_role: str | None = None) 
         else:
             with source.begin() as conn:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
-                if schema_revision(conn) != head_revision():
-                    command.upgrade(_config(conn), "head")
-                if app_role:
+                if schema_revision(conn) != wanted:
+                    step(_config(conn), target)
+                if app_role and to is None:
                     _grant(conn, app_role)
-        return head_revision()
+        return target
     finally:
         if source is not url:
             source.dispose()
@@ -278,10 +283,12 @@ def check_name(name, what: str) -> str:
     return name
 
 
-if __name__ == "__main__":  # python -m store.db [URL] [--grant ROLE]
+if __name__ == "__main__":  # python -m store.db [URL] [--grant ROLE] [--downgrade REVISION]
     import argparse
     parser = argparse.ArgumentParser(description="Create or upgrade the case database schema.")
     parser.add_argument("url", nargs="?", help="the schema owner's URL (default: local SQLite)")
     parser.add_argument("--grant", metavar="ROLE", help="PostgreSQL role the app connects as")
+    parser.add_argument("--downgrade", metavar="REVISION",
+                        help='roll back to this revision ("base": an empty database); back up first')
     args = parser.parse_args()
-    print(f"case database at schema {migrate(args.url, app_role=args.grant)}")
+    print(f"case database at schema {migrate(args.url, app_role=args.grant, to=args.downgrade)}")

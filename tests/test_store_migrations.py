@@ -105,3 +105,51 @@ def test_the_head_revision_constant_is_alembics_head():
     """``open_engine`` compares against a constant so an up-to-date start never imports Alembic."""
     from alembic.script import ScriptDirectory
     assert db.head_revision() == ScriptDirectory.from_config(db._config(None)).get_current_head()
+
+
+def test_downgrades_step_back_keeping_cases_and_upgrade_again(database):
+    app_url, admin_url = database
+    owner = admin_url or app_url
+    log = CaseLog(app_url, admin_url=admin_url)
+    log.upsert_events(_events(0), "alice")
+    log.update("w0-0", who="alice", expected_version=1, status="reviewing", note="")
+    log.close()
+    engine = sa.create_engine(owner)
+
+    def tables() -> set[str]:
+        return set(sa.inspect(engine).get_table_names())
+
+    assert db.migrate(owner, to="0002") == "0002"
+    assert not {"alert_rules", "alert_deliveries"} & tables()
+    assert db.migrate(owner, to="0001") == "0001"
+    assert not {"watchlists", "saved_views"} & tables()
+    assert "hash" not in {c["name"] for c in sa.inspect(engine).get_columns("audit")}
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM cases")).scalar() == EVENTS_EACH
+        audit_rows = conn.execute(sa.text("SELECT count(*) FROM audit")).scalar()
+        assert audit_rows == EVENTS_EACH + 1
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"), engine.begin() as conn:
+        conn.execute(sa.text("UPDATE audit SET who = 'mallory'"))      # still append-only at 0001
+
+    db.migrate(owner, app_role="surveillance_app" if admin_url else None)   # up again: rows chained anew
+    log = CaseLog(app_url, admin_url=admin_url)
+    check = log.verify_audit()
+    assert check.ok and check.rows == audit_rows
+    log.update("w0-1", who="bob", expected_version=1, status="dismissed", note="")
+    assert log.verify_audit().ok
+    log.close()
+
+    assert db.migrate(owner, to="base") == "base"
+    assert not {"cases", "audit", "watchlists", "saved_views", "alert_rules"} & tables()
+    assert db.migrate(owner, app_role="surveillance_app" if admin_url else None) == db.head_revision()
+    engine.dispose()
+
+
+def test_command_line_downgrades(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cases.sqlite'}"
+    db.migrate(url)
+    done = subprocess.run([sys.executable, "-m", "store.db", url, "--downgrade", "0002"], cwd=ROOT,
+                          text=True, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "case database at schema 0002"
+    assert db.schema_revision(sa.create_engine(url)) == "0002"

@@ -66,4 +66,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("The case log is never downgraded: restore a backup instead.")
+    """To an empty database: the cases and their audit trail are dropped (back them up first)."""
+    op.drop_table("audit")
+    op.drop_table("cases")
+    if op.get_bind().dialect.name != "sqlite":
+        op.execute("DROP FUNCTION IF EXISTS audit_append_only()")

@@ -63,7 +63,24 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("The audit chain is never downgraded: restore a backup instead.")
+    """Back to 0001: cases and audit rows are kept, the hash chain, the case guards, watchlists
+    and saved views are dropped; audit rows stay append-only (0001's triggers). Upgrading
+    again chains the rows anew. Needs SQLite 3.35+ (ALTER TABLE DROP COLUMN)."""
+    conn = op.get_bind()
+    if conn.dialect.name == "sqlite":
+        for name in ("audit_no_reinsert", "cases_no_delete", "cases_keep_id", "cases_no_replace",
+                     "cases_audit_insert", "cases_audit_update"):
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
+    else:
+        for name in ("cases_no_delete", "cases_no_truncate", "cases_versioned", "cases_audited"):
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON cases")
+        for function in ("cases_keep()", "cases_version()", "cases_audit()",
+                         "audit_digest(text, VARIADIC text[])"):
+            conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {function}")
+    for table, column in (("audit", "hash"), ("audit", "prev_hash"), ("cases", "updated_by")):
+        conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+    op.drop_table("saved_views")
+    op.drop_table("watchlists")
 
 
 def _chain_existing_rows(conn) -> None:

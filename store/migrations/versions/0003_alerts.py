@@ -44,4 +44,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("Migrations only go forward: restore a backup instead.")
+    """Back to 0002: the alert rules and the record of what was sent are dropped."""
+    op.drop_table("alert_deliveries")
+    op.drop_table("alert_rules")
