@@ -15,6 +15,7 @@ choice = controls.render_data_controls()
 upload = st.sidebar.file_uploader("Or upload headlines CSV (timestamp, headline[, source, url])", type=["csv"],
                                   key="headline_upload")
 embedder = state.value(state.EMBEDDER, "tfidf")
+embedder_label = EMBEDDERS[embedder].label if embedder in EMBEDDERS else embedder
 try:
     if upload is not None:
         headlines = services.uploaded_headlines(upload.getvalue())
@@ -27,7 +28,7 @@ if headlines.empty:
     st.info("No headlines for this symbol and range. Widen the range, pick another source, or upload a CSV.")
     st.stop()
 try:
-    with st.spinner(f"Embedding {len(headlines):,} headlines ({embedder})…"):
+    with st.spinner(f"Embedding {len(headlines):,} headlines ({embedder_label})…"):
         scores, default, unit = services.headline_scores(
             f"{choice.key}|{pd.util.hash_pandas_object(headlines[['headline']]).sum()}", headlines, embedder)
 except (ValueError, ImportError) as exc:
@@ -56,7 +57,7 @@ if sources:
 m = st.columns(3)
 m[0].metric("Headlines", f"{len(table):,}")
 m[1].metric("Flagged", int(table["flagged"].sum()))
-m[2].metric("Embedder", EMBEDDERS[embedder].label if embedder in EMBEDDERS else embedder)
+m[2].metric("Embedder", embedder_label)
 fig = go.Figure()
 for flagged, colour, name in ((False, "#8a97ab", "Ordinary"), (True, "#c4161c", "Flagged")):
     part = view[view["flagged"] == flagged]

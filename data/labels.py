@@ -30,14 +30,13 @@ def read_labels(raw: bytes) -> pd.DataFrame:
         raise DataError("The labels file is not UTF-8 text: save it as a UTF-8 CSV.") from exc
     # Blank lines are dropped here, not by pandas, so each row keeps its line number in the file.
     body, numbers = without_blank_lines(text.replace("\r\n", "\n"), ",")
-    kept = (numbers - 1).tolist()
-    if not kept:
+    if not len(numbers):
         raise DataError("The labels file is empty: write a header start,end,kind and one label per line.")
     try:
         table = pd.read_csv(io.BytesIO(body), header=None, dtype=str, keep_default_na=False,
                             skip_blank_lines=False)
     except ValueError as exc:   # pandas' ParserError is a ValueError
-        detail = re.sub(r"line (\d+)", lambda m: f"line {kept[min(int(m[1]), len(kept)) - 1] + 1}",
+        detail = re.sub(r"line (\d+)", lambda m: f"line {numbers[min(int(m[1]), len(numbers)) - 1]}",
                         parser_detail(exc))
         raise DataError(f"Cannot split the labels file into columns ({detail[:80]}): give every line "
                         "the three fields start,end,kind.") from exc
@@ -53,7 +52,7 @@ def read_labels(raw: bytes) -> pd.DataFrame:
     rows.columns = ["start", "end", "kind"]
     rows = rows.apply(lambda column: column.str.strip())
     # A quoted cell over several lines makes fewer rows than lines: then count rows instead.
-    rows.index = (pd.Index(kept[1:]) if len(kept) == len(table) else pd.RangeIndex(1, len(table))) + 1
+    rows.index = pd.Index(numbers[1:]) if len(numbers) == len(table) else pd.RangeIndex(2, len(table) + 1)
     if len(rows) > MAX_LABELS:
         raise DataError(f"The labels file has {len(rows):,} labels; at most {MAX_LABELS:,} are evaluated: "
                         "split it, or keep the labels of the range you load.")

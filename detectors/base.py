@@ -34,7 +34,7 @@ class NotFittedError(ValueError, AttributeError):
 
 def is_real(value: Any) -> bool:
     """A finite real number: int, float or a numpy number, but not a bool (nor text)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):   # np.bool_ is no Real
         return False
     try:
         return math.isfinite(value)
@@ -44,7 +44,7 @@ def is_real(value: Any) -> bool:
 
 def check_whole(name: str, value: Any, least: int, most: int) -> None:
     """ValueError naming the fix unless ``value`` is a whole number in [least, most]."""
-    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
             or not least <= value <= most):
         raise ValueError(f"{name} must be a whole number from {least:,} to {most:,}; got {value!r}.")
 

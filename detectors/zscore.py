@@ -8,7 +8,7 @@ upward z for log volume and range (a volume drought is not suspicious).
 Why two baselines: after a first shock the short baseline's standard deviation is inflated
 and the next shock of a volatile spell no longer stands out against it (the second and third
 COVID crash days, crypto contagion days); against the long baseline it still does. On real
-markets (``bench/real_markets.py``) this finds 47 of 48 daily events at 5.5 flagged days
+markets (``bench/real_markets.py``) this finds 47 of 48 daily events at 5.9 flagged days
 per symbol-year, where one 48-bar baseline needs 8.
 """
 from __future__ import annotations

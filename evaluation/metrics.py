@@ -74,14 +74,25 @@ def evaluate(scores: pd.Series, labels: pd.DataFrame, threshold: float | None = 
 def threshold_sweep(scores: pd.Series, labels: pd.DataFrame, thresholds, *, kinds=None,
                     tolerance: int = DEFAULT_TOLERANCE, merge_gap: int = MERGE_GAP) -> pd.DataFrame:
     """Event-wise precision, recall and F1 at each threshold (columns in that order)."""
-    windows = _label_windows(scores.index, labels, kinds)
-    rows = []
-    for threshold in thresholds:
-        metrics = _event_metrics(is_flagged(scores, float(threshold)).to_numpy(dtype=bool), windows,
-                                 tolerance, merge_gap)
-        rows.append({"threshold": float(threshold), "precision": metrics["flag_precision"],
-                     "recall": metrics["event_recall"], "f1": metrics["f1"]})
+    cuts = [float(t) for t in thresholds]
+    rows = [{"threshold": cut, "precision": m["flag_precision"], "recall": m["event_recall"], "f1": m["f1"]}
+            for cut, m in zip(cuts, _sweep(scores, _label_windows(scores.index, labels, kinds), cuts,
+                                           tolerance, merge_gap))]
     return pd.DataFrame(rows, columns=["threshold", "precision", "recall", "f1"])
+
+
+def flag_metrics(flagged: pd.Series, labels: pd.DataFrame, *, kinds=None, tolerance: int = DEFAULT_TOLERANCE,
+                 merge_gap: int = MERGE_GAP) -> dict:
+    """The event-wise part of ``evaluate`` for flags alone (recall, precision, F1, recall by
+    kind, delay, counts), without the PR-AUCs' sweep: what a scan needs per symbol."""
+    return _event_metrics(flagged.to_numpy(dtype=bool), _label_windows(flagged.index, labels, kinds),
+                          tolerance, merge_gap)
+
+
+def _sweep(scores: pd.Series, windows: pd.DataFrame, cuts, tolerance: int, merge_gap: int) -> list[dict]:
+    """Event metrics of the flags at each cut (flagged as everywhere: ``is_flagged``)."""
+    return [_event_metrics(is_flagged(scores, cut).to_numpy(dtype=bool), windows, tolerance, merge_gap)
+            for cut in cuts]
 
 
 def event_pr_auc(scores: pd.Series, labels: pd.DataFrame, *, kinds=None,
@@ -101,12 +112,10 @@ def _event_pr_auc(scores: pd.Series, windows: pd.DataFrame, tolerance: int, merg
     if windows.empty or not len(finite):
         return np.nan
     ranks = np.unique(np.geomspace(1, len(finite), EVENT_CURVE_CUTS).round().astype(int))
-    area, recall_before = 0.0, 0.0
-    for cut in np.unique(finite[ranks - 1])[::-1]:
-        metrics = _event_metrics(values >= cut, windows, tolerance, merge_gap)
-        area += (metrics["event_recall"] - recall_before) * metrics["flag_precision"]
-        recall_before = metrics["event_recall"]
-    return float(area)
+    curve = _sweep(scores, windows, np.unique(finite[ranks - 1])[::-1], tolerance, merge_gap)
+    recall = np.array([m["event_recall"] for m in curve])
+    precision = np.array([m["flag_precision"] for m in curve])
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
 def best_threshold(sweep: pd.DataFrame) -> float:

@@ -163,8 +163,8 @@ def scan_symbol(symbol: str, config: ScanConfig, limiter=None) -> tuple[dict, pd
                        peak_detector=str(events.at[top, "peak_detector"]),
                        top_kind=str(events.at[top, "kind"]), last_event=events["end"].max())
         if labels is not None and len(labels):
-            from evaluation.metrics import evaluate
-            found = evaluate(detection.combined, labels, flagged=detection.flagged)
+            from evaluation.metrics import flag_metrics
+            found = flag_metrics(detection.flagged, labels)
             counts = labels["kind"].value_counts()
             by_kind = {k: (round(found["recall_by_kind"].get(k, 0.0) * n), int(n)) for k, n in counts.items()}
             row.update(labels=int(counts.sum()), labels_found=sum(f for f, _ in by_kind.values()))
