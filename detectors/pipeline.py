@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from detectors.base import Detector
+from detectors.base import Detector, is_real
 from detectors.calibration import TailCalibration
 from detectors.ensemble import MODES, combine_severities
 from events.build import MERGE_GAP, build_events
@@ -45,12 +45,15 @@ def normalise_specs(specs: Any = None) -> tuple[tuple[str, dict], ...]:
     if isinstance(specs, Mapping):
         specs = list(specs.items())
     out = []
+    if not isinstance(specs, Iterable):
+        specs = [specs]
     for spec in specs:
-        name, params = (spec, {}) if isinstance(spec, str) else spec
-        if not isinstance(name, str) or not isinstance(params, (Mapping, tuple, list)):
+        pair = (spec, {}) if isinstance(spec, str) else spec
+        if (not isinstance(pair, (tuple, list)) or len(pair) != 2 or not isinstance(pair[0], str)
+                or not isinstance(pair[1], Mapping)):
             raise ValueError("specs must be detector names or (name, params) pairs, e.g. "
                              f"[('zscore', {{'window': 100}})]; got {spec!r}.")
-        out.append((name, dict(params)))
+        out.append((pair[0], dict(pair[1])))
     if not out:
         raise ValueError("Pass at least one detector in specs, e.g. ['zscore'].")
     if len({n for n, _ in out}) != len(out):
@@ -184,7 +187,7 @@ def from_scores(candles: pd.DataFrame, scores: Mapping[str, pd.Series],
         if not isinstance(values, pd.Series):
             raise ValueError(f"scores[{name!r}] must be a pandas Series aligned to the candles; "
                              f"got {type(values).__name__}.")
-        raw[name] = values.reindex(candles.index).astype("float64")
+        raw[name] = _score_series(name, values, candles.index)
     given = _check_thresholds(thresholds, raw)
     cuts = {**_registered_defaults(candles, [n for n in raw if n not in given]), **given}
     calibrations = {n: TailCalibration(v) for n, v in raw.items()}
@@ -217,8 +220,11 @@ def _combine_flags(per: pd.DataFrame, severity: pd.DataFrame, calibrations, cuts
     elif mode == "vote":
         out = per.sum(axis=1) >= min(k, per.shape[1])
     else:
-        at_cut = np.mean([calibrations[n].severity(pd.Series([cuts[n]])).iat[0] for n in per])
-        out = severity.mean(axis=1, skipna=True) >= at_cut
+        # The mean severity against the mean severity at the cuts of the same detectors: a bar
+        # where one detector is still warming up compares with the others' cuts only.
+        at_cut = pd.Series({n: calibrations[n].severity(pd.Series([cuts[n]])).iat[0] for n in per})
+        scored = severity.notna()
+        out = severity.mean(axis=1, skipna=True) >= scored.mul(at_cut.fillna(0.0)).sum(axis=1) / scored.sum(axis=1)
     return out.fillna(False).astype(bool).rename("flagged")
 
 
@@ -232,8 +238,7 @@ def _check_thresholds(thresholds, scores: Iterable[str]) -> dict[str, float]:
     for name, value in thresholds.items():
         if name not in scores:
             continue
-        if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
-                or not np.isfinite(value)):
+        if not is_real(value) or abs(value) > 1e300:   # is_real: finite, yet an int may pass float's range
             raise ValueError(f"The threshold of {name!r} must be a finite number in its unit; "
                              f"got {value!r}.")
         out[name] = float(value)
@@ -253,7 +258,21 @@ def _registered_defaults(candles: pd.DataFrame, names) -> dict[str, float]:
     return out
 
 
+def _score_series(name: str, values: pd.Series, index: pd.DatetimeIndex) -> pd.Series:
+    """A detector's raw scores on the candles' bars, as float (NaN: not scored)."""
+    if not values.index.is_unique:
+        raise ValueError(f"scores[{name!r}] has a timestamp twice; give one score per bar.")
+    try:
+        out = values.reindex(index).astype("float64")
+    except (TypeError, ValueError):
+        raise ValueError(f"scores[{name!r}] must hold numbers (NaN where not scored).") from None
+    if np.isinf(out).any():
+        raise ValueError(f"scores[{name!r}] holds an infinite score; use NaN where a bar cannot be scored.")
+    return out
+
+
 def _check_candles(candles: Any) -> None:
-    if not isinstance(candles, pd.DataFrame) or not isinstance(candles.index, pd.DatetimeIndex):
-        raise ValueError("Pass canonical candles (a DataFrame with a DatetimeIndex), e.g. from "
-                         "data.load_candles.")
+    if (not isinstance(candles, pd.DataFrame) or not isinstance(candles.index, pd.DatetimeIndex)
+            or candles.index.tz is None):
+        raise ValueError("Pass canonical candles (a DataFrame with a UTC DatetimeIndex), e.g. from "
+                         "data.load_candles or data.validate_candles.")

@@ -63,11 +63,12 @@ class PumpDumpDetector(Detector):
 
     def _fit(self, frame: pd.DataFrame) -> None:
         self._check_params()
-        needed = self.window + self.rise_bars + self.fall_bars
-        if needed >= len(frame):
-            raise ValueError(f"window + rise_bars + fall_bars ({needed} bars) must be smaller "
-                             f"than the data ({len(frame)} bars): lower them or load a "
-                             "longer range.")
+        # The first score needs a return baseline of ``window`` bars that ends before the
+        # rise and the fall, and a first bar with no return of its own.
+        needed = self.window + self.rise_bars + self.fall_bars + 2
+        if len(frame) < needed:
+            raise ValueError(f"The rule needs window + rise_bars + fall_bars + 2 = {needed} bars; the "
+                             f"data has {len(frame)}: lower them or load a longer range.")
 
     def score_components(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Columns rise_z, reversal_z and volume_factor (see the class notes), like ``frame``."""

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from detectors.base import is_real
+
 __all__ = ["BacktestResult", "backtest_avoid_anomalies", "periods_per_year", "METRICS"]
 
 YEAR = pd.Timedelta(days=365.25)
@@ -156,6 +158,11 @@ def _repair(close: np.ndarray, spans: list[tuple[int, int, str]]) -> tuple[np.nd
 def _check_params(mode, reduced_exposure, position, cost, slippage, capital, cooldown_bars) -> None:
     if mode not in ("flat", "reduce"):
         raise ValueError(f"Unknown mode {mode!r}; use 'flat' (step out) or 'reduce' (cut exposure).")
+    named = {"reduced_exposure": reduced_exposure, "position": position, "cost": cost,
+             "slippage": slippage, "capital": capital, "cooldown_bars": cooldown_bars}
+    for name, value in named.items():
+        if not is_real(value) or abs(value) > 1e15:   # 1e15: more than any capital or bar count
+            raise ValueError(f"{name} must be a finite number; got {value!r}.")
     if not 0.0 <= reduced_exposure <= 1.0:
         raise ValueError(f"reduced_exposure is a fraction of the position: pick 0 to 1, "
                          f"got {reduced_exposure}.")

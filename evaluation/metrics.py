@@ -154,6 +154,9 @@ def labels_in_range(index: pd.DatetimeIndex, labels: pd.DataFrame, *, kinds=None
 
 def _label_windows(index: pd.DatetimeIndex, labels: pd.DataFrame, kinds) -> pd.DataFrame:
     """Labels as bar positions: columns first, last (inclusive) and kind."""
+    if not isinstance(labels, pd.DataFrame) or not {"start", "end", "kind"} <= set(labels.columns):
+        raise ValueError("labels must be a DataFrame with columns start, end and kind, e.g. from "
+                         "data.labels.read_labels or the demo market's labels.")
     if kinds is not None:
         labels = labels[labels["kind"].isin(list(kinds))]
     starts = pd.to_datetime(labels["start"], utc=True)
@@ -174,9 +177,12 @@ def _inside_mask(n: int, windows: pd.DataFrame) -> np.ndarray:
 
 
 def _nan_lowest(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """NaN and -inf ranked below every score, +inf above (the PR curve needs finite values)."""
     finite = values[np.isfinite(values)]
     sentinel = float(finite.min() - 1.0) if len(finite) else 0.0
-    return np.where(np.isnan(values), sentinel, values), sentinel
+    top = float(finite.max() + 1.0) if len(finite) else 1.0
+    ranked = np.where(values == np.inf, top, values)
+    return np.where(np.isnan(ranked) | (ranked == -np.inf), sentinel, ranked), sentinel
 
 
 def _pr_auc(scores: pd.Series, inside: np.ndarray) -> float:

@@ -81,6 +81,18 @@ def _headline_kinds(headlines: pd.DataFrame, catalyst_scores: pd.Series | None
     return catalyst, promo
 
 
+def _readable_headlines(headlines: pd.DataFrame | None) -> pd.DataFrame:
+    """Headlines by time with UTC timestamps; a row whose time cannot be read is left out."""
+    if headlines is None:
+        headlines = pd.DataFrame({"timestamp": [], "headline": []})
+    if not isinstance(headlines, pd.DataFrame) or not {"timestamp", "headline"} <= set(headlines.columns):
+        raise ValueError("headlines must be a DataFrame with columns timestamp (UTC) and headline, "
+                         "e.g. from data.news.validate_headlines.")
+    times = pd.to_datetime(headlines["timestamp"], utc=True, errors="coerce")
+    news = headlines.assign(timestamp=times)[times.notna()]
+    return news.sort_values("timestamp", kind="stable")
+
+
 def add_news_context(events: pd.DataFrame, headlines: pd.DataFrame | None, *,
                      before: pd.Timedelta = pd.Timedelta("6h"),
                      after: pd.Timedelta = pd.Timedelta("1h"),
@@ -123,12 +135,8 @@ def add_news_context(events: pd.DataFrame, headlines: pd.DataFrame | None, *,
     listed, counts, nearest = [""] * n, np.zeros(n, dtype="int64"), np.full(n, np.nan)
     driven, notes = np.zeros(n, dtype=bool), [""] * n
     factor = np.ones(n)
-    if headlines is None or headlines.empty:
-        news = pd.DataFrame({"timestamp": pd.Series([], dtype="datetime64[ns, UTC]"),
-                             "headline": pd.Series([], dtype="str")})
-    else:
-        news = headlines.sort_values("timestamp", kind="stable")
-    times = pd.to_datetime(news["timestamp"], utc=True).to_numpy(dtype="datetime64[ns]")
+    news = _readable_headlines(headlines)
+    times = news["timestamp"].to_numpy(dtype="datetime64[ns]")
     catalyst, promo = _headline_kinds(news, catalyst_scores)
     texts = [_one_line(t) for t in news["headline"]]
     kinds = out["kind"].astype(str).to_numpy() if "kind" in out else np.full(n, "")

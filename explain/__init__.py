@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FuturesTimeout
@@ -31,7 +32,7 @@ from explain.builtin import (
     to_utc,
 )
 from explain.config import ExplainerConfig, load_config
-from explain.grounding import check_grounding
+from explain.grounding import check_grounding, instruction_like
 from explain.llm import (
     PROMPT_VERSION,
     LlmOutcome,
@@ -79,8 +80,12 @@ class HeadlineWindow:
     """Headlines indexed by time once, so each event's window is two binary searches."""
 
     def __init__(self, headlines: pd.DataFrame) -> None:
-        frame = headlines.assign(timestamp=pd.to_datetime(headlines["timestamp"], utc=True))
-        frame = frame.sort_values("timestamp", kind="stable")
+        if not isinstance(headlines, pd.DataFrame) or not (
+                headlines.empty or {"timestamp", "headline"} <= set(headlines.columns)):
+            raise ValueError("headlines must be a DataFrame with columns timestamp (UTC) and "
+                             "headline, e.g. from data.news.validate_headlines.")
+        times = pd.to_datetime(headlines.get("timestamp", pd.Series([], dtype=object)), utc=True, errors="coerce")
+        frame = headlines.assign(timestamp=times)[times.notna()].sort_values("timestamp", kind="stable")
         self._ns = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype("int64")
         self._records = frame.assign(time=frame["timestamp"]).to_dict("records")
         self._has_symbol = "symbol" in frame.columns
@@ -147,12 +152,16 @@ class _Event:
         return {**explain_builtin(self.row, self.near), "source": BUILTIN_SOURCE,
                 "fallback_reason": reason}
 
-    def grounding(self, result: Mapping[str, Any]) -> tuple[bool, list[str]]:
-        """Check the explanation and its key evidence against the evidence and headline times."""
+    def grounding(self, result: Mapping[str, Any]) -> tuple[bool, list[str], str]:
+        """Check the explanation and its key evidence against the evidence and headline times:
+        (every number found, the numbers not found, a phrase giving the app orders or "")."""
         times = [f"{item['time']:%Y-%m-%d %H:%M} UTC" for item in self.near or []
                  if item["time"] is not None]
         text = result["explanation"] + " " + " ; ".join(result["key_evidence"])
-        return check_grounding(text, {**self.evidence, "headline_times": times})
+        ok, unverified = check_grounding(text, {**self.evidence, "headline_times": times})
+        # Built-in text quotes headlines as they are; only a model's own words can obey them.
+        orders = instruction_like(text) if result.get("source") != BUILTIN_SOURCE else ""
+        return ok, unverified, orders
 
 
 def _prepare(row: dict[str, Any], candles: pd.DataFrame | None, headlines: pd.DataFrame | None,
@@ -218,12 +227,12 @@ def explain_events(events: pd.DataFrame, candles: pd.DataFrame | None = None,
     in the evidence and ``ungrounded_numbers`` (", "-joined) lists those that are not;
     ``risk_note`` is "" unless the model's risk was ignored.
     """
-    if not 0.0 <= judge_weight <= 1.0:
+    if isinstance(judge_weight, bool) or not isinstance(judge_weight, numbers.Real) or not 0.0 <= judge_weight <= 1.0:
         raise ValueError(f"judge_weight must be between 0 and 1, got {judge_weight!r}.")
-    if max_workers < 1:
+    if isinstance(max_workers, bool) or not isinstance(max_workers, numbers.Integral) or max_workers < 1:
         raise ValueError(f"max_workers must be at least 1, got {max_workers!r}.")
     config = load_config() if config is None else config
-    window = HeadlineWindow(headlines) if headlines is not None and not headlines.empty else None
+    window = HeadlineWindow(headlines) if headlines is not None else None
     items = [_prepare(row, candles, headlines, window) for row in events.to_dict("records")]
     to_model = _positions_for_model(events, config, top_n)
     models = [config.model if pos in to_model else BUILTIN_SOURCE for pos in range(len(items))]
@@ -318,14 +327,15 @@ def _use_outcome(outcome: LlmOutcome, item: _Event, config: ExplainerConfig,
     return result
 
 
-def _statistical(result: dict[str, Any], severity: float, unverified: list[str]) -> dict[str, Any]:
+def _statistical(result: dict[str, Any], severity: float, unverified: list[str], orders: str) -> dict[str, Any]:
     """An ungrounded model answer without its own risk: an explainer that states numbers not in
     the evidence cannot move the risk, so the severity stands (as for the built-in text)."""
     if result["source"] == BUILTIN_SOURCE:
         return result
     stat = severity if math.isfinite(severity) else 0.0
-    note = (f"model risk {float(result['risk_score']):.2f} ignored: the explanation states "
-            f"numbers not in the evidence ({', '.join(unverified)}); statistical risk used")
+    why = (f"the answer gives the app orders ('{orders}') instead of assessing the evidence" if orders
+           else f"the explanation states numbers not in the evidence ({', '.join(unverified)})")
+    note = f"model risk {float(result['risk_score']):.2f} ignored: {why}; statistical risk used"
     return {**result, "risk_score": round(stat, 3), "recommended_action": recommended_action(stat),
             "risk_note": note}
 
@@ -335,9 +345,9 @@ def _assemble(events: pd.DataFrame, items: list[_Event], results: list[dict[str,
     out = events.copy()
     checks = [item.grounding(result) for item, result in zip(items, results)]
     severity = pd.Series(pd.to_numeric(out.get("severity"), errors="coerce"), index=out.index,
-                         dtype="float64")
-    results = [result if ok else _statistical(result, sev, unverified)
-               for result, (ok, unverified), sev in zip(results, checks, severity.tolist())]
+                         dtype="float64").clip(0.0, 1.0)
+    results = [result if ok and not orders else _statistical(result, sev, unverified, orders)
+               for result, (ok, unverified, orders), sev in zip(results, checks, severity.tolist())]
     risk = pd.Series([float(r["risk_score"]) for r in results], index=out.index, dtype="float64")
     out["explanation"] = [r["explanation"] for r in results]
     out["explanation_source"] = [r["source"] for r in results]
@@ -346,9 +356,9 @@ def _assemble(events: pd.DataFrame, items: list[_Event], results: list[dict[str,
     out["risk_score"] = risk
     out["recommended_action"] = [r["recommended_action"] for r in results]
     out["key_evidence"] = [" ; ".join(r["key_evidence"]) for r in results]
-    out["grounded"] = pd.Series([ok for ok, _ in checks], index=out.index, dtype="bool")
+    out["grounded"] = pd.Series([ok and not orders for ok, _, orders in checks], index=out.index, dtype="bool")
     out["fallback_reason"] = [r["fallback_reason"] for r in results]
-    out["ungrounded_numbers"] = [", ".join(numbers) for _, numbers in checks]
+    out["ungrounded_numbers"] = [", ".join(found) for _, found, _ in checks]
     out["combined_risk"] = (judge_weight * risk + (1.0 - judge_weight) * severity).fillna(risk)
     out["risk_note"] = [r.get("risk_note", "") for r in results]
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -251,7 +252,9 @@ _SECOND_LEG = {
 
 def _quote(headline: str) -> str:
     """A headline as a quoted, single-line, bounded string (its own quotes made single)."""
-    text = re.sub(r"[\x00-\x1f\x7f\u2028\u2029]+", " ", headline).replace('"', "'")
+    # Control and format characters (zero-width, bidi overrides) can hide or reorder text.
+    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in headline)
+    text = re.sub(r" +", " ", text).replace('"', "'")
     text = text.replace("“", "'").replace("”", "'")
     if len(text) > _HEADLINE_CHARS:
         text = text[:_HEADLINE_CHARS - 1].rstrip() + "…"

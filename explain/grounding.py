@@ -28,8 +28,16 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-__all__ = ["check_grounding", "extract_numbers"]
+__all__ = ["check_grounding", "extract_numbers", "instruction_like"]
 
+#: What an answer that obeys instructions from the data says (a prompt injection that got
+#: through): it addresses the app or its rules instead of assessing the evidence.
+_INSTRUCTIONS = re.compile(
+    r"\b(?:ignore|disregard|forget)\b[^.]{0,40}\b(?:instructions?|prompts?|rules|above|previous)\b"
+    r"|\bsystem\s*(?:override|prompt|message)\b"
+    r"|\b(?:set|change|lower|reduce|raise)\b[^.]{0,30}\b(?:severity|risk(?:_score)?|threshold)\b[^.]{0,20}\bto\b"
+    r"|\b(?:close|dismiss|delete)\b[^.]{0,15}\b(?:this|the)\s+(?:case|alert|event)\b"
+    r"|\b(?:the\s+)?(?:app|system|dashboard)\s+(?:must|should|shall)\b", re.I)
 _QUOTED = re.compile(r'"[^"]*"|“[^”]*”|«[^»]*»', re.S)
 _DATETIME = re.compile(r"(?<![\w.:-])(\d{4}-\d{2}-\d{2})(?:[T ](\d{1,2}:\d{2}))?(?::\d{2})?"
                        r"|(?<![\w.:])(\d{1,2}:\d{2})(?::\d{2})?(?![\d:])")
@@ -155,3 +163,10 @@ def check_grounding(text: str, evidence: Mapping[str, Any]) -> tuple[bool, list[
             unverified.append(number["token"])
     unverified = list(dict.fromkeys(unverified))
     return not unverified, unverified
+
+
+def instruction_like(text: str) -> str:
+    """The first phrase of ``text`` that gives orders to the app ("" when none): an answer that
+    reads so was steered by the untrusted data, so its risk must not count."""
+    found = _INSTRUCTIONS.search(_QUOTED.sub(" ", text))
+    return found.group(0) if found else ""

@@ -24,7 +24,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from explain.builtin import ACTIONS, CONFIDENCES, KINDS, normalise_headlines
+from explain.builtin import ACTIONS, CONFIDENCES, KINDS, normalise_headlines, recommended_action
 from explain.config import ExplainerConfig
 
 if TYPE_CHECKING:  # the client is imported where a model is asked (0.4 s off every page)
@@ -235,6 +235,9 @@ def parse_answer(content: str) -> dict[str, Any]:
         raise ValueError("key_evidence must be a list of strings")
     if len(evidence) > 10:
         raise ValueError("key_evidence must have at most 10 items")
+    # The action follows the risk through the bands the prompt states; a model that names
+    # another one (0.95 and no_action) cannot steer the case by that field alone.
+    answer["recommended_action"] = recommended_action(risk)
     answer.update(explanation=explanation, risk_score=float(risk),
                   key_evidence=[_plain(item[:3000])[:300] for item in evidence if item.strip()])
     return answer

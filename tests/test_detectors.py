@@ -126,7 +126,7 @@ def test_changing_the_threshold_never_refits(name, candles, monkeypatch):
     ("isolation_forest", {"window": 590}, "window"),
     ("isolation_forest", {"threshold": -0.1}, "threshold"),
     ("pump_dump", {"rise_bars": 0}, "rise_bars"),
-    ("pump_dump", {"window": 700}, "smaller than the data"),
+    ("pump_dump", {"window": 700}, r"needs window \+ rise_bars \+ fall_bars \+ 2 = 708 bars"),
     ("pump_dump", {"threshold": 0}, "threshold"),
 ])
 def test_invalid_parameters_say_what_to_change(name, params, message, candles):
