@@ -153,8 +153,6 @@ def validate_candles(frame: pd.DataFrame, *, symbol: str = "", source: str = "",
         out.index = out.index.as_unit("ns")
     except (OverflowError, pd.errors.OutOfBoundsDatetime) as exc:
         raise DataError("Some timestamps are outside 1677-2262; check the time column.") from exc
-    if len(out) and out.index.max() >= pd.Timestamp("2200-01-01", tz="UTC"):
-        raise DataError("Some timestamps are after 2200; check the time column.")
     out.index.name = "timestamp"
     if out.index.hasnans:
         n = int(out.index.isna().sum())

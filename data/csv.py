@@ -34,6 +34,7 @@ MAX_BYTES = 200 * 1024 * 1024
 MAX_JUNK_FRACTION = 0.01
 #: Lines above the header that are skipped (e.g. CryptoDataDownload's URL line).
 MAX_PREAMBLE_LINES = 10
+MAX_COLUMNS = 200          # wider is no candle export (and pandas slows down on 100k columns)
 #: Characters of the file's start searched for the header and separator.
 HEAD_CHARS = 65536
 #: Separators tried, in order, on each line until one splits it into at least 4 fields.
@@ -305,8 +306,8 @@ def _decode(content: bytes | str) -> str:
     if "\x00" in head or controls > 0.01 * len(head):
         raise DataError("The file does not look like CSV text (it holds control or undecodable "
                         "characters): export the candles as CSV.")
-    if "\n" not in head and "\r" in head:   # old Mac line endings
-        text = text.replace("\r", "\n")
+    if "\r" in text:   # CRLF, and old Mac or stray CRs, which pandas also splits rows at
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
 
 
@@ -326,11 +327,17 @@ def _parse_table(text: str) -> pd.DataFrame:
         raise DataError(f"No table found: the first line is {first[:80]!r}. A candle CSV needs "
                         "columns for time, open, high, low, close and volume, separated by "
                         "commas or semicolons, under a header row.")
+    if skip == len(lines) - 1 and len(text) > HEAD_CHARS:
+        raise DataError(f"Line {skip + 1} is longer than {HEAD_CHARS // 1024} KiB, so it is no header: "
+                        "keep the time, open, high, low, close and volume columns.")
     try:
         fields = [f.strip() for f in next(_csv.reader([lines[skip].rstrip("\r")], delimiter=sep))]
     except _csv.Error as exc:
         raise DataError(f"Cannot read line {skip + 1} ({exc}): save the file as plain CSV.") \
             from None
+    if len(fields) > MAX_COLUMNS:
+        raise DataError(f"Line {skip + 1} has {len(fields):,} columns: keep the time, open, high, low, "
+                        f"close and volume columns (at most {MAX_COLUMNS} in all).")
     numeric = [bool(_NUMBER.fullmatch(f)) for f in fields]
     has_header = not all(numeric)
     if has_header and all(numeric[1:]):
@@ -370,8 +377,15 @@ def _parse_table(text: str) -> pd.DataFrame:
 
 
 def parser_detail(exc: Exception) -> str:
-    """The first line of a pandas parser error (the rest is advice meant for programmers)."""
-    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    """The first line of a pandas parser error in plain words (the rest is advice meant for
+    programmers)."""
+    text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    if "EOF inside string" in text:
+        return "a quoted cell is never closed"
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if fields:
+        return f"line {fields[2]} has {fields[3]} fields where the first line has {fields[1]}"
+    return text.removeprefix("Error tokenizing data. C error: ")
 
 
 def without_blank_lines(body: str, sep: str) -> tuple[bytes, np.ndarray]:
@@ -409,9 +423,11 @@ def _check_first_row_width(lines: list[str], first_row: int, sep: str, width: in
 
 def _unique_names(header: list[str]) -> list[str]:
     names: list[str] = []
+    seen: set[str] = set()
     for i, name in enumerate(header):
         name = name or f"column {i + 1}"
-        names.append(name if name not in names else f"{name} ({i + 1})")
+        names.append(name if name not in seen else f"{name} ({i + 1})")
+        seen.add(names[-1])
     return names
 
 
@@ -525,12 +541,13 @@ def _read_times(column: pd.Series, name: str = "") -> tuple[pd.Series, str]:
     numeric = text.str.fullmatch(r"[+-]?\d+(?:\.\d+)?")
     if present.any() and numeric[present].mean() > 0.5:
         return epoch_times(pd.to_numeric(text.where(numeric), errors="coerce")), ""
+    cells = time_like(text)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # pandas warns when it cannot infer one format
-        readings = [plausible(pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce"),
+        readings = [plausible(pd.to_datetime(cells, format="ISO8601", utc=True, errors="coerce"),
                                STRING_FIRST)]
         if readings[0][present].isna().any():
-            readings += [plausible(_text_times(text[present], first).reindex(text.index), STRING_FIRST)
+            readings += [plausible(_text_times(cells[present], first).reindex(text.index), STRING_FIRST)
                          for first in (False, True)]
     failures = [int(r[present].isna().sum()) for r in readings]
     times = readings[failures.index(min(failures))]   # ISO, then month-first, on a tie
@@ -550,6 +567,13 @@ def _read_times(column: pd.Series, name: str = "") -> tuple[pd.Series, str]:
     if (present & text.str.contains(":", regex=False) & ~text.str.contains(_ZONE)).any():
         note = (note + " " if note else "") + "Times have no time zone; read them as UTC."
     return times, note
+
+
+def time_like(text: pd.Series) -> pd.Series:
+    """Text cells that may be times, the others made unreadable ("?"): a time has a digit
+    ("now" and "today" are not bar times) and at most 64 characters (the date parser's time
+    grows with the square of a cell's length)."""
+    return text.where((text == "") | ((text.str.len() <= 64) & text.str.contains(r"\d")), "?")
 
 
 def _text_times(text: pd.Series, dayfirst: bool) -> pd.Series:
@@ -575,8 +599,19 @@ def epoch_ns_per_unit(size):
 _UNITS = {1e9: "s", 1e6: "ms", 1e3: "us", 1.0: "ns"}
 
 
+def _small_float(value: Any) -> float:
+    """A cell as a float; NaN when it is no number or too big for any epoch time."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return np.nan
+    return number if abs(number) < 1e30 else np.nan
+
+
 def epoch_times(numbers: pd.Series) -> pd.Series:
     """Epoch numbers (unit by magnitude) or YYYYMMDD integers as UTC times; NaN -> NaT."""
+    if not pd.api.types.is_numeric_dtype(numbers):   # text, or ints past 64 bits (as objects)
+        numbers = numbers.map(_small_float).astype("float64")
     numbers = numbers.where(np.isfinite(numbers))
     known = numbers.dropna()
     if known.empty:

@@ -8,7 +8,7 @@ import re
 import pandas as pd
 
 from data import DataError
-from data.csv import STRING_FIRST, epoch_times, excerpt, parser_detail, plausible, without_blank_lines
+from data.csv import STRING_FIRST, epoch_times, excerpt, parser_detail, plausible, time_like, without_blank_lines
 
 __all__ = ["read_labels", "MAX_LABELS"]
 
@@ -25,11 +25,11 @@ def read_labels(raw: bytes) -> pd.DataFrame:
     shows it as plain text.
     """
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
+        text = raw.lstrip("\ufeff") if isinstance(raw, str) else bytes(raw).decode("utf-8-sig")
+    except (UnicodeDecodeError, TypeError) as exc:
         raise DataError("The labels file is not UTF-8 text: save it as a UTF-8 CSV.") from exc
     # Blank lines are dropped here, not by pandas, so each row keeps its line number in the file.
-    body, numbers = without_blank_lines(text.replace("\r\n", "\n"), ",")
+    body, numbers = without_blank_lines(text.replace("\r\n", "\n").replace("\r", "\n"), ",")
     if not len(numbers):
         raise DataError("The labels file is empty: write a header start,end,kind and one label per line.")
     try:
@@ -72,10 +72,10 @@ def _label_times(cells: pd.Series) -> pd.Series:
     """Label cells as UTC times: numbers are epoch times (one unit for the file, by magnitude),
     the rest ISO 8601; NaT where unreadable or outside the years candles may have."""
     numeric = cells.str.fullmatch(r"[+-]?\d+(?:\.\d+)?")
-    times = plausible(pd.to_datetime(cells.where(~numeric), format="ISO8601", utc=True, errors="coerce"),
+    times = plausible(pd.to_datetime(time_like(cells).where(~numeric), format="ISO8601", utc=True, errors="coerce"),
                        STRING_FIRST)
     if numeric.any():
-        times[numeric] = epoch_times(pd.to_numeric(cells[numeric]))
+        times[numeric] = epoch_times(cells[numeric])
     return times
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from data import DataError, check_symbol, network, parse_time_range
-from data.csv import EPOCH_FIRST, epoch_ns_per_unit
+from data.csv import EPOCH_FIRST, epoch_ns_per_unit, time_like
 
 __all__ = ["HEADLINE_COLUMNS", "MAX_HEADLINE_CHARS", "NEWS_SOURCES", "load_headlines",
            "clean_text", "validate_headlines", "fetch_yahoo_news", "yahoo_news_to_frame",
@@ -44,6 +44,7 @@ _CSV_ALIASES = {"timestamp": ("timestamp", "time", "datetime", "date", "publishe
 #: Headline times outside ``EPOCH_FIRST`` (1971: small numbers are not epoch times) to this
 #: many years from now are typos, epoch numbers in the wrong unit or row numbers.
 _YEARS_AHEAD = 5
+HEADER_CHARS = 4096   # a headline file's header line is at most this long
 #: The times pandas holds in nanoseconds: a source's date outside them is dropped.
 _NS_FIRST, _NS_LAST = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
 
@@ -118,7 +119,7 @@ def _parse_timestamps(values: pd.Series) -> pd.Series:
     is_number = np.isfinite(number)   # "inf" and "nan" are read (and refused) as text
     size = np.abs(number)
     nanos = number * epoch_ns_per_unit(size)
-    words = pd.to_datetime(text.where(~is_number), utc=True, errors="coerce", format="mixed")
+    words = pd.to_datetime(time_like(text).where(~is_number), utc=True, errors="coerce", format="mixed")
     last = pd.Timestamp.now(tz="UTC").normalize() + pd.DateOffset(years=_YEARS_AHEAD)
     plausible = np.where(is_number, (nanos >= EPOCH_FIRST.value) & (nanos < last.value),
                          ((words >= EPOCH_FIRST) & (words < last)).to_numpy())
@@ -287,15 +288,19 @@ def read_headlines_csv(file: Any) -> pd.DataFrame:
 
     Raises DataError naming what to fix: unreadable file, missing column, bad timestamp.
     """
-    from data.csv import read_content
+    from data.csv import MAX_COLUMNS, parser_detail, read_content
 
     content, _ = read_content(file)   # regular files of bounded size only: never /dev/zero or a FIFO
+    header = content[:HEADER_CHARS].splitlines()[0] if content[:HEADER_CHARS].strip() else content[:0]
+    if len(header) >= HEADER_CHARS or header.count(b"," if isinstance(header, bytes) else ",") >= MAX_COLUMNS:
+        raise DataError("The headlines file's first line is no header (over 4 KiB or "
+                        f"{MAX_COLUMNS} columns): start it with timestamp,headline[,source,url].")
     buffer = io.BytesIO(content) if isinstance(content, bytes) else io.StringIO(content)
     try:
         raw = pd.read_csv(buffer, dtype="str", keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"Cannot read the headlines file as CSV ({exc}). Save it as UTF-8 CSV "
-                        "with a header row: timestamp,headline[,source,url].") from exc
+        raise DataError(f"Cannot read the headlines file as CSV ({clean_text(parser_detail(exc), 120)}). "
+                        "Save it as UTF-8 CSV with a header row: timestamp,headline[,source,url].") from exc
     by_lower = {str(c).strip().lower(): c for c in raw.columns}
     picked: dict[str, Any] = {}
     for name, aliases in _CSV_ALIASES.items():
@@ -305,7 +310,7 @@ def read_headlines_csv(file: Any) -> pd.DataFrame:
     missing = [c for c in ("timestamp", "headline") if c not in picked]
     if missing:
         raise DataError(f"The headlines file lacks the column(s) {', '.join(missing)}; its header "
-                        f"has {', '.join(map(str, raw.columns)) or 'nothing'}. Expected "
+                        f"has {clean_text(', '.join(map(str, raw.columns)), 200) or 'nothing'}. Expected "
                         "timestamp,headline[,source,url].")
     out = raw[list(picked.values())].rename(columns={v: k for k, v in picked.items()})
     if out.empty:

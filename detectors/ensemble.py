@@ -45,7 +45,7 @@ def combine_severities(severities: dict[str, pd.Series], mode: str = "max",
     elif mode == "mean":
         combined = frame.mean(axis=1, skipna=True).to_numpy()
     else:
-        if not isinstance(k, (int, np.integer)) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a whole number of detectors, 1 or more; got {k!r}.")
         votes = min(k, values.shape[1])
         ordered = np.sort(np.nan_to_num(values, nan=0.0), axis=1)

@@ -95,8 +95,9 @@ class HeadlineWindow:
         if start is None or not self._records:
             return []
         end = end or start
-        lo = self._ns.searchsorted((start - pd.Timedelta(hours=NEWS_WINDOW_HOURS)).value, side="left")
-        hi = self._ns.searchsorted((end + pd.Timedelta(hours=NEWS_AFTER_HOURS)).value, side="right")
+        hour, edge = 3_600_000_000_000, np.iinfo(np.int64)   # ns; bars may lie near 1677 or 2262
+        lo = self._ns.searchsorted(max(start.value - NEWS_WINDOW_HOURS * hour, edge.min + 1), side="left")
+        hi = self._ns.searchsorted(min(end.value + NEWS_AFTER_HOURS * hour, edge.max), side="right")
         rows = self._records[lo:hi]
         symbol = event.get("symbol")
         if self._has_symbol and symbol:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import detectors
-from data import DataError, validate_candles
+from data import validate_candles
 from evaluation.backtest import backtest_avoid_anomalies
 from evaluation.metrics import evaluate
 
@@ -99,11 +99,11 @@ def test_candles_without_a_time_zone_are_refused_before_any_work(candles):
         detectors.detect(naive)
 
 
-def test_bar_times_past_2200_are_refused():
-    frame = make_candles(3)
-    frame.index = pd.DatetimeIndex(["2262-04-10", "2262-04-10 01:00", "2262-04-10 02:00"], tz="UTC")
-    with pytest.raises(DataError, match="after 2200"):
-        validate_candles(frame)
+def test_headlines_are_found_for_events_at_the_end_of_pandas_time():
+    from explain import HeadlineWindow
+    end = pd.Timestamp("2262-04-11 23:00", tz="UTC")
+    window = HeadlineWindow(pd.DataFrame({"timestamp": [end - pd.Timedelta(hours=2)], "headline": ["late"]}))
+    assert [h["headline"] for h in window.near({"start": end - pd.Timedelta(hours=1), "end": end})] == ["late"]
 
 
 @pytest.mark.parametrize("param", [dict(cooldown_bars=math.inf), dict(cooldown_bars=math.nan),
@@ -124,3 +124,9 @@ def test_evaluate_names_the_label_columns_and_ranks_infinite_scores(candles):
     result = evaluate(scores, labels, threshold=1.0)
     # +inf ranks first (precision 1 for a third of the bars), the rest tie at 0 (3 in 399).
     assert result["pr_auc"] == pytest.approx(1 / 3 + 2 / 3 * 3 / 399) and result["event_recall"] == 1.0
+
+
+@pytest.mark.parametrize("k", [True, 0, -1, 2.5])
+def test_a_vote_of_no_whole_number_of_detectors_says_what_to_pass(candles, k):
+    with pytest.raises(ValueError, match="k must be a whole number of detectors"):
+        detectors.detect(candles, mode="vote", k=k)

@@ -56,7 +56,7 @@ def test_times_outside_the_candle_years_name_the_cell(cell):
     (HEADER + "2024-01-21,2024-01-22, \n", "Line 2 .*the kind is empty"),
     ("start,Start,end,kind\n2024-01-21,2024-01-20,2024-01-22,pump\n", "2 columns named start"),
     ("start,end\n2024-01-21,2024-01-22\n", "missing kind"),
-    (HEADER + "2024-01-21,2024-01-22,pump,extra\n", "Expected 3 fields in line 2"),
+    (HEADER + "2024-01-21,2024-01-22,pump,extra\n", "line 2 has 4 fields where the first line has 3"),
     ("", "empty"),
 ])
 def test_problems_say_which_line_and_what_to_fix(text, match):
