@@ -165,8 +165,8 @@ def detect(candles: pd.DataFrame, specs: Any = None, thresholds: Mapping[str, fl
     ``specs``: detector names or (name, params) pairs (default ``DEFAULT_SPECS``);
     ``thresholds``: cuts in each detector's unit (default: each detector's own);
     ``mode``/``k``: how detectors combine ("max": any flags; "vote": at least k flag;
-    "mean": the mean severity reaches the mean severity of the cuts); ``headlines`` adds
-    news context to the events.
+    "mean": the mean severity reaches the mean severity at the cuts of the detectors scoring
+    that bar); ``headlines`` adds news context to the events.
     """
     return score_detectors(candles, specs, progress=progress).detect(thresholds, mode, k, headlines)
 
