@@ -6,7 +6,7 @@ import streamlit as st
 
 from components import controls, services, state
 from components.tables import readable_kind
-from components.views import load_or_stop, problem, score_all
+from components.views import load_or_stop, nothing_scored, problem, score_all
 from data import DataError
 from data.labels import read_labels
 from evaluation.backtest import backtest_avoid_anomalies
@@ -19,7 +19,7 @@ candles = load_or_stop(choice)
 scored, thresholds = score_all(choice, candles, chosen)
 scores, units = scored.scores, scored.units
 if not scores:
-    st.info("Select at least one detector in the sidebar.")
+    st.info(nothing_scored(chosen))
     st.stop()
 
 labels = services.demo_labels(choice) if choice.source == "demo" else None

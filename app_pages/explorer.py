@@ -7,7 +7,7 @@ import streamlit as st
 from components import controls, links, services, state, tables
 from components.charts import build_price_figure, build_signal_figure
 from components.live import render_live_monitor
-from components.views import enrich_events, load_or_stop, score_all, show_data_notes
+from components.views import enrich_events, load_or_stop, nothing_scored, score_all, show_data_notes
 from detectors.calibration import rarity_text
 
 st.title("Explorer")
@@ -60,7 +60,7 @@ def analysis() -> dict:
               "–" if events is None or not len(events) else tables.readable_kind(events["kind"].mode().iat[0]))
 
     if events is None:
-        st.info("Select at least one detector in the sidebar to flag anomalies.")
+        st.info(nothing_scored(chosen))
         st.plotly_chart(build_price_figure(candles, labels=labels, revision=choice.key), key="price_chart")
         links.write_url(links.view_params(choice, chosen, ensemble, {}, None))
         return {}

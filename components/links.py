@@ -9,6 +9,7 @@ malformed in a link is ignored and named, never obeyed blindly.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Mapping
 
 import streamlit as st
@@ -64,7 +65,8 @@ def apply_params(params: Mapping[str, str]) -> list[str]:
     take("to", state.END, dt.date.fromisoformat)
     take("seed", state.SEED, int, lambda v: 0 <= v <= 10_000)
     names = detectors.available("candles")
-    take("det", state.DETECTORS, lambda v: [n for n in v.split(",") if n], lambda v: set(v) <= set(names))
+    take("det", state.DETECTORS, lambda v: list(dict.fromkeys(n for n in v.split(",") if n)),
+         lambda v: set(v) <= set(names))
     take("mode", state.ENSEMBLE_MODE, str, lambda v: v in ("max", "mean", "vote"))
     take("k", state.ENSEMBLE_K, int, lambda v: 1 <= v <= len(names))
     pending = {}
@@ -77,9 +79,14 @@ def apply_params(params: Mapping[str, str]) -> list[str]:
                  lambda v, spec=spec: spec is not None and spec.low <= v <= spec.high)
         elif key.startswith("t.") and len(parts) == 2 and parts[1] in names:
             try:
-                pending[parts[1]] = float(value)
+                cut = float(value)
+                if not math.isfinite(cut):
+                    raise ValueError
+                pending[parts[1]] = cut
             except ValueError:
                 ignored.append(f"{key}={str(value)[:40]!r}")
+        elif key.startswith(("p.", "t.")):   # no such detector (or parameter path)
+            ignored.append(f"{key[:40]}={str(value)[:40]!r}")
     st.session_state[PENDING_THRESHOLDS] = pending
     if "ev" in params:
         st.session_state[state.EVENT] = str(params["ev"])[:32]

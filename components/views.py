@@ -65,6 +65,14 @@ def show_data_notes(candles: pd.DataFrame) -> None:
                 st.text(f"• {line}")
 
 
+def nothing_scored(chosen) -> str:
+    """Why there are no scores: no detector chosen, or none of the chosen could run."""
+    if not chosen:
+        return "Select at least one detector in the sidebar to flag anomalies."
+    return ("None of the selected detectors could run on this data (see the messages above): "
+            "load a longer range or lower their windows.")
+
+
 def score_all(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorChoice, ...],
               sidebar=None) -> tuple[Scored, dict[str, float]]:
     """The scored detectors (cached) and the analyst's thresholds (sliders, in each unit).

@@ -75,7 +75,7 @@ def _to_utc(value: Any, what: str) -> pd.Timestamp:
     if ts is pd.NaT:
         raise DataError(f"The {what} time is missing: pick a date.")
     if not EARLIEST <= ts <= LATEST:
-        raise DataError(f"The {what} time {ts:%Y-%m-%d} is outside the supported range "
+        raise DataError(f"The {what} time {ts.year:04d}-{ts.month:02d}-{ts.day:02d} is outside the supported range "
                         f"{EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}: pick a date inside it.")
     return ts.as_unit("ns")
 

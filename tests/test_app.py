@@ -351,6 +351,32 @@ def test_a_hostile_link_is_ignored_and_named():
     assert any("det=" in t.value and "from=" in t.value for t in at.text)
 
 
+@pytest.mark.parametrize("link, shown", [
+    ({"det": "zscore", "t.zscore": "NaN"}, "t.zscore='NaN'"),
+    ({"det": "zscore", "t.zscore": "inf"}, "t.zscore='inf'"),
+    ({"det": "zscore,zscore"}, None),
+    ({"from": "2024-01-01", "to": "9999-12-31", "iv": "1d"}, "outside the supported range"),
+    ({"t.unknown": "5", "p.zscore.window.x": "5"}, "t.unknown='5', p.zscore.window.x='5'"),
+])
+def test_a_link_with_absurd_values_opens_with_a_message_not_an_error(link, shown):
+    """Found by fuzzing links: each of these raised before."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.secrets["test"] = "1"
+    at.query_params.update({"src": "demo", "sym": "DEMO-USD", **link})
+    at.run()
+    assert not at.exception
+    if shown:
+        assert any(shown in e.value for e in [*at.text, *at.error])
+
+
+def test_when_no_chosen_detector_can_run_the_page_says_why_not_to_select_one():
+    at = new_app(start_date=dt.date(2024, 2, 1), end_date=dt.date(2024, 2, 1))
+    at.run()
+    assert not at.exception
+    assert any("A detector could not run" in e.value for e in at.error)
+    assert any("None of the selected detectors could run" in i.value for i in at.info)
+
+
 def test_a_saved_view_is_shared_through_the_case_database():
     at = new_app(detectors=["zscore"], symbol="ACME")
     at.run()
