@@ -67,6 +67,9 @@ def analysis() -> dict:
 
     # The charts go out before the events section, so the browser starts drawing them first.
     selected = tables.open_event(table_events)
+    linked = st.session_state.pop(links.LINKED_EVENT, None)
+    if linked and selected is None:
+        st.text(f"The linked event {linked!r} is not among this view's events, so none is open.")
     focus = None
     request = st.session_state.get(state.FOCUS_TIME) or {}
     focus_time = request.get("time") if request.get("key") == choice.key else None

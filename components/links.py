@@ -19,6 +19,7 @@ from components.controls import SOURCE_LABELS, DataChoice, DetectorChoice, Ensem
 
 _RESTORED = "_url_restored"
 PENDING_THRESHOLDS = "_pending_thresholds"   # name -> cut from a link, applied when its slider is drawn
+LINKED_EVENT = "_linked_event"                # the event a link asked for, until the Explorer shows it
 
 
 def view_params(choice: DataChoice, chosen: tuple[DetectorChoice, ...], ensemble: EnsembleChoice,
@@ -89,7 +90,7 @@ def apply_params(params: Mapping[str, str]) -> list[str]:
             ignored.append(f"{key[:40]}={str(value)[:40]!r}")
     st.session_state[PENDING_THRESHOLDS] = pending
     if "ev" in params:
-        st.session_state[state.EVENT] = str(params["ev"])[:32]
+        st.session_state[state.EVENT] = st.session_state[LINKED_EVENT] = str(params["ev"])[:32]
     return ignored
 
 

@@ -357,6 +357,7 @@ def test_a_hostile_link_is_ignored_and_named():
     ({"det": "zscore,zscore"}, None),
     ({"from": "2024-01-01", "to": "9999-12-31", "iv": "1d"}, "outside the supported range"),
     ({"t.unknown": "5", "p.zscore.window.x": "5"}, "t.unknown='5', p.zscore.window.x='5'"),
+    ({"ev": "<b>nope</b>"}, "The linked event '<b>nope</b>' is not among this view's events"),
 ])
 def test_a_link_with_absurd_values_opens_with_a_message_not_an_error(link, shown):
     """Found by fuzzing links: each of these raised before."""
