@@ -33,11 +33,13 @@ __all__ = ["check_grounding", "extract_numbers", "instruction_like"]
 #: What an answer that obeys instructions from the data says (a prompt injection that got
 #: through): it addresses the app or its rules instead of assessing the evidence.
 _INSTRUCTIONS = re.compile(
-    r"\b(?:ignore|disregard|forget)\b[^.]{0,40}\b(?:instructions?|prompts?|rules|above|previous)\b"
+    r"\b(?:ignore|disregard|forget)\b[^.]{0,40}\b(?:instructions?|prompts?|rules)\b"
     r"|\bsystem\s*(?:override|prompt|message)\b"
-    r"|\b(?:set|change|lower|reduce|raise)\b[^.]{0,30}\b(?:severity|risk(?:_score)?|threshold)\b[^.]{0,20}\bto\b"
-    r"|\b(?:close|dismiss|delete)\b[^.]{0,15}\b(?:this|the)\s+(?:case|alert|event)\b"
-    r"|\b(?:the\s+)?(?:app|system|dashboard)\s+(?:must|should|shall)\b", re.I)
+    r"|\b(?:set|change|lower|reduce|raise)\b[^.]{0,30}\b(?:severity|risk(?:_score)?|threshold)\b[^.]{0,20}"
+    r"\bto\s+(?:zero|none|nil|negligible|minimal|low|\d)"
+    r"|\b(?:delete|dismiss)\b[^.]{0,15}\b(?:this|the)\s+(?:case|alert|event)\b"
+    r"|(?:^|[.!:;]\s*)close\s+(?:this|the)\s+case\b"
+    r"|\b(?:the\s+)?(?:app|dashboard)\s+(?:must|should|shall)\b", re.I)
 _QUOTED = re.compile(r'"[^"]*"|“[^”]*”|«[^»]*»', re.S)
 _DATETIME = re.compile(r"(?<![\w.:-])(\d{4}-\d{2}-\d{2})(?:[T ](\d{1,2}:\d{2}))?(?::\d{2})?"
                        r"|(?<![\w.:])(\d{1,2}:\d{2})(?::\d{2})?(?![\d:])")
