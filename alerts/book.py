@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
+from store.db import check_text
+
 __all__ = ["AlertBook", "Rule", "CHANNELS"]
 
 CHANNELS = ("webhook", "email")
@@ -86,6 +88,11 @@ class AlertBook:
                  min_severity: float = 0.0) -> Rule:
         if channel not in CHANNELS:
             raise ValueError(f"Unknown alert channel {channel!r}; choose one of {', '.join(CHANNELS)}.")
+        for field, value, limit in (("name", name, 64), ("target", target, 2000), ("symbols", symbols, 20000),
+                                    ("kind", kind, 64)):
+            check_text(value, f"The rule's {field}", limit)
+        if isinstance(min_severity, bool) or not isinstance(min_severity, (int, float)):
+            raise ValueError("The minimum severity is a number between 0 and 1.")
         if not str(name).strip() or not str(target).strip():
             raise ValueError("An alert rule needs a name and a target (webhook URL or e-mail address).")
         if channel == "webhook" and not str(target).startswith(("https://", "http://")):

@@ -159,9 +159,12 @@ def render_alert_rules() -> None:
         for rule in rules:
             left, right = st.columns([5, 1])
             watched = rule.symbols or "all symbols"
-            left.markdown(f"**{rule.name}**: {rule.kind or 'any kind'} on {watched}, severity ≥ "
-                          f"{rule.min_severity:.2f} → {rule.channel} `{rule.target[:40]}`"
-                          + ("" if rule.enabled else " (off)"))
+            # Plain text: names and targets are typed by analysts; a webhook's password stays hidden.
+            from explain.config import redact_url
+            target = redact_url(rule.target) if rule.channel == "webhook" else rule.target
+            left.text(f"{rule.name}: {rule.kind or 'any kind'} on {watched}, severity ≥ "
+                      f"{rule.min_severity:.2f} → {rule.channel} {target[:60]}"
+                      + ("" if rule.enabled else " (off)"))
             if right.button("Delete", key=f"alert_delete_{rule.id}"):
                 book.delete_rule(rule.id)
                 st.rerun()

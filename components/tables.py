@@ -204,13 +204,16 @@ def render_case_actions(event: pd.Series) -> None:
         saved = cols[2].form_submit_button("Save to case log", width="stretch")
     if saved:
         who = analyst_name()
-        if case is None:
-            log.upsert_events(event.to_frame().T, who=who)
-            case = log.get(event["event_id"])
         try:
+            if case is None:
+                log.upsert_events(event.to_frame().T, who=who)
+                case = log.get(event["event_id"])
             log.update(event["event_id"], who=who, expected_version=case["version"], status=status, note=note)
         except ConflictError as exc:
             st.error("Someone else changed this case meanwhile: reload it and try again.")
+            st.text(str(exc))
+        except ValueError as exc:   # e.g. a note over the limit: say it, keep the page
+            st.error("Not saved:")
             st.text(str(exc))
         else:
             # Rerun at once, so the panel, the table and the CSV show the saved status now.

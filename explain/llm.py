@@ -369,7 +369,7 @@ def test_connection(config: ExplainerConfig) -> tuple[bool, str]:
         return False, config.redact(f"{config.model} at {config.host}: "
                                     f"{describe_error(exc, config)[0]}.")
     except Exception as exc:  # e.g. a malformed base URL: a message, not a broken page
-        return False, f"{config.model} at {config.host}: cannot create the client ({type(exc).__name__})."
+        return False, f"{config.model}: cannot create the client for that base URL ({type(exc).__name__})."
     return True, config.redact(f"{config.model} at {config.host} answered in "
                                f"{time.monotonic() - started:.1f} s.")
 

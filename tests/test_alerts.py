@@ -173,3 +173,11 @@ def test_the_app_role_keeps_alert_rules_without_creating_tables(database):   # n
     book.record(rule, "e" * 16, "sent", 1)
     assert [r.name for r in book.rules()] == ["pumps"] and book.deliveries()[0]["status"] == "sent"
     log.close()
+
+
+@pytest.mark.parametrize("args", [dict(name=None), dict(name=5), dict(symbols=None), dict(name="a\x00b"),
+                                  dict(target="https://h/" + "x" * 3000), dict(min_severity=None)])
+def test_a_rule_of_the_wrong_shape_says_what_to_fix(book, args):
+    rule = {"name": "desk", "channel": "webhook", "target": "https://h.example/x", **args}
+    with pytest.raises(ValueError, match="rule's|minimum severity"):
+        book.add_rule(rule.pop("name"), **rule)

@@ -83,7 +83,7 @@ def test_alert_rules_are_set_on_the_scanner_page_and_kept_in_the_case_database()
     log.close()
     assert (rule.name, rule.channel, rule.target, rule.symbols, rule.min_severity) == (
         "desk", "email", "desk@example.com", "AAPL, MSFT", 0.9)
-    assert any("**desk**" in m.value for m in at.markdown)
+    assert any(t.value.startswith("desk: ") for t in at.text)   # plain text, not markdown
 
 
 # ---- universes and the csv-folder source (scan.universe) -------------------------------------
