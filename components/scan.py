@@ -17,6 +17,7 @@ import detectors
 from components.controls import DataChoice, DetectorChoice
 from data import DataError, load_candles
 from detectors.calibration import rarity_text
+from explain.config import redact_url
 
 #: Parallel requests per source: well inside Yahoo's informal limits and Bybit's 600 per 5 s.
 MAX_WORKERS = {"demo": 4, "yahoo": 2, "bybit": 4, "csv": 1}
@@ -160,7 +161,6 @@ def render_alert_rules() -> None:
             left, right = st.columns([5, 1])
             watched = rule.symbols or "all symbols"
             # Plain text: names and targets are typed by analysts; a webhook's password stays hidden.
-            from explain.config import redact_url
             target = redact_url(rule.target) if rule.channel == "webhook" else rule.target
             left.text(f"{rule.name}: {rule.kind or 'any kind'} on {watched}, severity ≥ "
                       f"{rule.min_severity:.2f} → {rule.channel} {target[:60]}"

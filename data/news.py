@@ -291,7 +291,8 @@ def read_headlines_csv(file: Any) -> pd.DataFrame:
     from data.csv import MAX_COLUMNS, parser_detail, read_content
 
     content, _ = read_content(file)   # regular files of bounded size only: never /dev/zero or a FIFO
-    header = content[:HEADER_CHARS].splitlines()[0] if content[:HEADER_CHARS].strip() else content[:0]
+    head = content[:HEADER_CHARS]
+    header = head.splitlines()[0] if head.strip() else head
     if len(header) >= HEADER_CHARS or header.count(b"," if isinstance(header, bytes) else ",") >= MAX_COLUMNS:
         raise DataError("The headlines file's first line is no header (over 4 KiB or "
                         f"{MAX_COLUMNS} columns): start it with timestamp,headline[,source,url].")

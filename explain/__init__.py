@@ -32,7 +32,7 @@ from explain.builtin import (
     to_utc,
 )
 from explain.config import ExplainerConfig, load_config
-from explain.grounding import check_grounding, instruction_like
+from explain.grounding import check_grounding, ignored_risk_note, instruction_like
 from explain.llm import (
     PROMPT_VERSION,
     LlmOutcome,
@@ -334,9 +334,7 @@ def _statistical(result: dict[str, Any], severity: float, unverified: list[str],
     if result["source"] == BUILTIN_SOURCE:
         return result
     stat = severity if math.isfinite(severity) else 0.0
-    why = (f"the answer gives the app orders ('{orders}') instead of assessing the evidence" if orders
-           else f"the explanation states numbers not in the evidence ({', '.join(unverified)})")
-    note = f"model risk {float(result['risk_score']):.2f} ignored: {why}; statistical risk used"
+    note = ignored_risk_note(float(result["risk_score"]), orders, unverified, "explanation", "evidence")
     return {**result, "risk_score": round(stat, 3), "recommended_action": recommended_action(stat),
             "risk_note": note}
 

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-__all__ = ["check_grounding", "extract_numbers", "instruction_like"]
+__all__ = ["check_grounding", "extract_numbers", "instruction_like", "ignored_risk_note"]
 
 #: What an answer that obeys instructions from the data says (a prompt injection that got
 #: through): it addresses the app or its rules instead of assessing the evidence.
@@ -172,3 +172,11 @@ def instruction_like(text: str) -> str:
     reads so was steered by the untrusted data, so its risk must not count."""
     found = _INSTRUCTIONS.search(_QUOTED.sub(" ", text))
     return found.group(0) if found else ""
+
+
+def ignored_risk_note(risk: float, orders: str, unverified: list[str], text: str, facts: str) -> str:
+    """Why a model's risk was ignored: it gave the app orders, or stated numbers not in the
+    ``facts`` ("evidence", "metrics") its ``text`` ("explanation", "assessment") was given."""
+    why = (f"the answer gives the app orders ('{orders}') instead of assessing the {facts}" if orders
+           else f"the {text} states numbers not in the {facts} ({', '.join(unverified)})")
+    return f"model risk {risk:.2f} ignored: {why}; statistical risk used"

@@ -13,7 +13,7 @@ from typing import Any
 
 from explain.builtin import recommended_action
 from explain.config import ExplainerConfig
-from explain.grounding import check_grounding, instruction_like
+from explain.grounding import check_grounding, ignored_risk_note, instruction_like
 from explain.llm import LlmOutcome, make_client, request_explanation
 
 BUILTIN = "built-in"
@@ -79,9 +79,7 @@ def assess_options_flow(result: Any, symbol: str, config: ExplainerConfig | None
     orders = instruction_like(text)
     model_risk = float(outcome.answer["risk_score"])
     if not grounded or orders:  # such a model answer cannot move the risk
-        why = (f"the answer gives the app orders ('{orders}') instead of assessing the metrics" if orders
-               else f"the assessment states numbers not in the metrics ({', '.join(unverified)})")
-        note = f"model risk {model_risk:.2f} ignored: {why}; statistical risk used"
+        note = ignored_risk_note(model_risk, orders, unverified, "assessment", "metrics")
         return OptionsAssessment(text, config.model, blend_risk(list(result.scores.values())),
                                  False, risk_note=note)
     return OptionsAssessment(text, config.model, blend_risk(list(result.scores.values()), model_risk))
