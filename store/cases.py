@@ -171,8 +171,27 @@ def _check_status(status: Any) -> str:
 
 def _tags_text(tags: str | Iterable[str]) -> str:
     """Tags as one comma-separated string, trimmed, without blanks or repeats, order kept."""
-    items = tags.split(",") if isinstance(tags, str) else [str(t) for t in tags]
+    if isinstance(tags, str):
+        items = tags.split(",")
+    elif isinstance(tags, Iterable) and not isinstance(tags, (bytes, dict)):
+        items = list(tags)
+        if not all(isinstance(t, str) for t in items):
+            raise ValueError("tags must be text: one comma-separated string or a list of strings.")
+    else:
+        raise ValueError("tags must be text: one comma-separated string or a list of strings, "
+                         f"got {type(tags).__name__}.")
     return ", ".join(dict.fromkeys(t.strip() for t in items if t.strip()))
+
+
+def _window_time(value: Any, name: str) -> pd.Timestamp:
+    """A filter bound as a UTC timestamp (naive read as UTC), or a ValueError that says what to pass."""
+    try:  # long text is refused unparsed: the date parser is quadratic in its length
+        when = pd.NaT if isinstance(value, str) and len(value) > 64 else pd.Timestamp(value)
+    except (TypeError, ValueError, OverflowError):
+        when = pd.NaT
+    if pd.isna(when):
+        raise ValueError(f"{name} must be a date or time such as 2024-03-01 or 2024-03-01 14:00 UTC.")
+    return when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
 
 
 def _plain(value: Any) -> Any:
@@ -381,15 +400,18 @@ class CaseLog:
             wanted = [status] if isinstance(status, str) else list(status)
             query = query.where(cases_table.c.status.in_([_check_status(s) for s in wanted]))
         if min_severity is not None:
+            if isinstance(min_severity, bool) or not isinstance(min_severity, (int, float)) \
+                    or not math.isfinite(min_severity):
+                raise ValueError(f"min_severity must be a number between 0 and 1, got {min_severity!r}.")
             query = query.where(cases_table.c.severity >= float(min_severity))
         if kind is not None:
             query = query.where(cases_table.c.kind == check_text(kind, "kind", None))
         if symbol is not None:
             query = query.where(cases_table.c.symbol == check_text(symbol, "symbol", None))
         if start is not None:
-            query = query.where(cases_table.c.end >= start)
+            query = query.where(cases_table.c.end >= _window_time(start, "start"))
         if end is not None:
-            query = query.where(cases_table.c.start <= end)
+            query = query.where(cases_table.c.start <= _window_time(end, "end"))
         query = query.order_by(cases_table.c.start.desc(), cases_table.c.event_id)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()

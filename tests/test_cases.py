@@ -201,6 +201,30 @@ def test_inputs_are_validated(log):
     assert len(STATUSES) == 5
 
 
+@pytest.mark.parametrize("tags", [5, 1.5, b"a,b", {"a": 1}, ["ok", 3], [None]])
+def test_tags_that_are_not_text_are_refused_by_name(log, tags):
+    log.upsert_events(EVENTS, "alice")
+    with pytest.raises(ValueError, match="tags must be text"):
+        log.update("e1", who="bob", expected_version=1, tags=tags)
+    assert log.get("e1")["version"] == 1
+
+
+@pytest.mark.parametrize("bounds", [{"start": "not a date"}, {"end": "2024-13-45"}, {"start": []},
+                                    {"end": "2024-01-01" * 50}, {"min_severity": "high"},
+                                    {"min_severity": float("nan")}])
+def test_list_filters_of_the_wrong_kind_say_what_to_pass(log, bounds):
+    with pytest.raises(ValueError, match="must be a"):
+        log.list_cases(**bounds)
+
+
+def test_list_window_reads_aware_and_naive_times_alike(log):
+    log.upsert_events(EVENTS, "alice")
+    ids = lambda frame: list(frame["event_id"])  # noqa: E731
+    naive = ids(log.list_cases(start="2024-01-01 11:00", end="2024-01-09"))
+    assert naive == ids(log.list_cases(start=pd.Timestamp("2024-01-01 12:00", tz="Europe/Paris"),
+                                       end=pd.Timestamp("2024-01-09", tz="UTC")))
+
+
 def test_row_from_an_object_table_is_accepted(log):
     """The dashboard logs one event at a time from a row (``event.to_frame().T``: object dtype)."""
     row = EVENTS.iloc[1].to_frame().T

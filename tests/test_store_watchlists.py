@@ -79,6 +79,12 @@ def test_bad_symbols_are_refused(symbols):
         save_watchlist("desk", symbols)
 
 
+def test_a_huge_bad_symbol_is_not_repeated_in_the_message():
+    with pytest.raises(ValueError, match="symbol") as caught:
+        save_watchlist("desk", ["X" * 1_000_000])
+    assert len(str(caught.value)) < 200
+
+
 @given(name=st.text(max_size=70))
 @settings(max_examples=60, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
