@@ -19,15 +19,6 @@ candles = load_or_stop(choice)
 show_data_notes(candles)
 
 
-def price_figure(choice, candles, labels, focus, highlight, revision):
-    """The price figure, rebuilt only when the data or the open event changes (a threshold move
-    reuses it, so Streamlit sends the browser the very same figure and Plotly skips it)."""
-    key = (choice.key, focus, highlight, revision)
-    memo = st.session_state.get("_price_figure")
-    if memo is None or memo[0] != key:
-        memo = (key, build_price_figure(candles, labels=labels, focus=focus, highlight=highlight, revision=revision))
-        st.session_state["_price_figure"] = memo
-    return memo[1]
 
 
 @st.fragment
@@ -35,7 +26,7 @@ def analysis() -> dict:
     """Thresholds, events, chart, table and export: a slider or a selection reruns only this."""
     scored, thresholds = score_all(choice, candles, chosen)
     scores, units = scored.scores, scored.units
-    detection = scored.detect(thresholds, ensemble.mode, ensemble.k) if scores else None
+    detection = services.detect(scored, thresholds, ensemble.mode, ensemble.k) if scores else None
     events = detection.events if detection is not None else None
     if events is not None:
         events = enrich_events(choice, candles, events, news=news_on, explain=explain_on)
@@ -84,7 +75,7 @@ def analysis() -> dict:
     signals = build_signal_figure(candles, scores, thresholds, events, severity=detection.severity, units=units,
                                   focus=focus, revision=revision)
     highlight = None if selected is None else (selected["start"], selected["end"])
-    prices = price_figure(choice, candles, labels, focus, highlight, revision)
+    prices = services.price_figure(choice, candles, labels, focus, highlight, revision)
     st.plotly_chart(signals, key=state.CHART, on_select="rerun", selection_mode=("points", "box"))
     st.plotly_chart(prices, key="price_chart")
 

@@ -7,7 +7,9 @@ Needs Debian's chromium (/usr/bin/chromium) and Playwright. Starts the app and a
 no detector work) on loopback, then for about 2,000 and 10,000 hourly demo candles measures
 the time to the first chart and, per threshold-slider move (ArrowRight on the first slider
 labelled "threshold"), the time until the first chart is redrawn and the page is idle.
-Prints medians and app / floor ratios (1.0: the page costs nothing beyond Streamlit + Plotly).
+Prints medians and app / floor ratios (1.0: the page costs nothing beyond Streamlit + Plotly),
+and the same beside a second floor: the first plus the Explorer's widget kinds (sidebar
+controls, metrics, a selectable events table, buttons), still with no detector work.
 The app view comes from a deep link (source, range, detectors), so both sizes are one URL.
 """
 from __future__ import annotations
@@ -56,6 +58,29 @@ FLOOR = textwrap.dedent('''
     st.metric("Flags", int(flag.sum()))
     st.plotly_chart(fig)
 ''')
+#: The widget kinds the Explorer shows, still without detector work: the sidebar's controls
+#: before the chart (as the Explorer creates them) and the events section after it. Each kind
+#: is a JavaScript chunk the browser loads and compiles before the page is idle, so this
+#: second floor shows what the controls cost beside what the page computes.
+CONTROLS = (
+    'import datetime as dt\n'
+    'side = st.sidebar\n'
+    'side.selectbox("Source", ["Demo", "Yahoo", "Bybit", "CSV"]); side.selectbox("Symbol", ["DEMO-USD"])\n'
+    'side.number_input("Demo seed", 0, 10_000, 1); side.selectbox("Interval", ["1h", "1d"])\n'
+    'side.date_input("From", dt.date(2024, 1, 1)); side.date_input("To", dt.date(2024, 3, 31))\n'
+    'side.multiselect("Detectors", ["z-score", "pump", "crash"], ["z-score", "pump", "crash"])\n'
+    'side.selectbox("Combine detectors", ["max", "mean", "vote"])\n'
+    'side.toggle("News context", True); side.toggle("Explanations", True)\n'
+    'for name in ("Pump", "Crash"): side.slider(f"{name} cut", 0.0, 1.0, 0.5)\n'
+    'for col, label in zip(st.columns(4), ("Candles", "Events", "Highest", "Top kind")): col.metric(label, 1)\n'
+)
+EVENTS = (
+    'table = pd.DataFrame({"start": idx[:40], "kind": ["spike"] * 40, "severity": np.linspace(0, 1, 40)})\n'
+    'cols = st.columns(4); [cols[i].button(b) for i, b in enumerate(("Previous", "Next", "Close"))]\n'
+    'st.dataframe(table, on_select="rerun", selection_mode="single-row", key="events")\n'
+    'st.download_button("Events (CSV)", table.to_csv(), "events.csv")\n'
+)
+CONTROLS_FLOOR = FLOOR.replace("cut = st.sidebar.slider", CONTROLS + "cut = st.sidebar.slider") + EVENTS
 #: candles -> the Explorer's range for DEMO-USD 1h that holds about that many candles
 SIZES = {2184: ("2024-01-01", "2024-03-31"), 10_000: ("2023-02-10", "2024-03-31")}
 
@@ -108,13 +133,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moves", type=int, default=5)
     parser.add_argument("--port", type=int, default=8660)
+    parser.add_argument("--repeats", type=int, default=3, help="visits of each page, interleaved")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="browser-bench-"))
     (tmp / "floor.py").write_text(FLOOR)
+    (tmp / "controls.py").write_text(CONTROLS_FLOOR)
     env = dict(os.environ, SURVEILLANCE_DATA_DIR=str(tmp / "data"))
-    procs = [serve(ROOT / "app.py", args.port, ROOT, env), serve(tmp / "floor.py", args.port + 1, tmp, env)]
+    procs = [serve(ROOT / "app.py", args.port, ROOT, env), serve(tmp / "floor.py", args.port + 1, tmp, env),
+             serve(tmp / "controls.py", args.port + 2, tmp, env)]
     try:
-        for port in (args.port, args.port + 1):
+        for port in (args.port, args.port + 1, args.port + 2):
             for _ in range(120):
                 try:
                     urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
@@ -127,20 +155,28 @@ def main() -> None:
             for n, (start, end) in SIZES.items():
                 app = (f"http://127.0.0.1:{args.port}/?src=demo&sym=DEMO-USD&iv=1h&from={start}&to={end}"
                        "&det=zscore")
-                floor = f"http://127.0.0.1:{args.port + 1}/?n={n}"
-                measure(browser, floor, 1), measure(browser, app, 1)          # warm both servers
-                f_first, f_move = measure(browser, floor, args.moves)
-                a_first, a_move = measure(browser, app, args.moves)
-                rows.append((n, f_first, a_first, f_move, a_move))
+                pages = {"floor": f"http://127.0.0.1:{args.port + 1}/?n={n}",
+                         "controls": f"http://127.0.0.1:{args.port + 2}/?n={n}", "app": app}
+                for url in pages.values():
+                    measure(browser, url, 1)                                  # warm the servers
+                runs = {name: [] for name in pages}
+                for _ in range(args.repeats):                                 # interleaved: same load
+                    for name, url in pages.items():
+                        runs[name].append(measure(browser, url, 1 if name == "controls" else args.moves))
+                rows.append((n, {name: [statistics.median(r[i] for r in runs[name]) for i in (0, 1)]
+                                 for name in pages}))
             browser.close()
     finally:
         for proc in procs:
             proc.terminate()
-    print(f"{'candles':>8} | {'first chart: floor':>18} {'app':>6} {'ratio':>6} | "
-          f"{'slider move: floor':>18} {'app':>6} {'ratio':>6}")
-    for n, f_first, a_first, f_move, a_move in rows:
-        print(f"{n:>8,} | {f_first:>16.2f} s {a_first:>5.2f}s {a_first / f_first:>5.2f}x | "
-              f"{f_move:>16.2f} s {a_move:>5.2f}s {a_move / f_move:>5.2f}x")
+    print("Medians of", args.repeats, "visits each. floor: the bare Streamlit + Plotly page; controls: the floor "
+          "plus the Explorer's widget kinds (no detector work); app: the Explorer.")
+    print(f"{'candles':>8} | {'first chart: floor':>18} {'controls':>8} {'app':>6} {'app/floor':>9} "
+          f"{'app/controls':>12} | {'slider move: floor':>18} {'app':>6} {'app/floor':>9}")
+    for n, m in rows:
+        (f_first, f_move), (c_first, _), (a_first, a_move) = m["floor"], m["controls"], m["app"]
+        print(f"{n:>8,} | {f_first:>16.2f} s {c_first:>6.2f} s {a_first:>4.2f} s {a_first / f_first:>8.2f}x "
+              f"{a_first / c_first:>11.2f}x | {f_move:>16.2f} s {a_move:>4.2f} s {a_move / f_move:>8.2f}x")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ so a threshold slider only filters cached scores and never re-fits or re-scores.
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import pandas as pd
@@ -58,12 +59,60 @@ def scored(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorChoi
     for det in chosen:
         key = fit_key(choice, det)
         if key not in store:
-            store[key] = detectors.score_detectors(candles, [(det.name, dict(det.params))],
-                                                   progress=progress, skip_failed=True)
-            while len(store) > MAX_SCORED:
-                store.pop(next(iter(store)))
+            _keep(store, key, detectors.score_detectors(candles, [(det.name, dict(det.params))],
+                                                        progress=progress, skip_failed=True), MAX_SCORED)
         parts.append(store[key])
-    return detectors.pipeline.merge(candles, parts)
+    keys = tuple(fit_key(choice, det) for det in chosen)
+    merged = _memo_store().get(("scored", keys))
+    if merged is None or any(a is not b for a, b in zip(merged[0], parts)):
+        merged = (parts, detectors.pipeline.merge(candles, parts))
+        _keep(_memo_store(), ("scored", keys), merged, MAX_MEMO)
+    return merged[1]
+
+
+def detect(scored: detectors.pipeline.Scored, thresholds: dict[str, float], mode: str,
+           k: int) -> detectors.pipeline.Detection:
+    """``scored.detect(thresholds, mode, k)``, kept per server process: a new session on a view
+    open before (a reload, a shared link, the default view) gets its events without
+    recomputing them, so its charts reach the browser sooner."""
+    key = ("detection", id(scored), tuple(sorted(thresholds.items())), mode, k)
+    memo = _memo_store().get(key)
+    if memo is None or memo[0] is not scored:   # the entry holds ``scored``, so its id stays unique
+        memo = (scored, scored.detect(thresholds, mode, k))
+        _keep(_memo_store(), key, memo, MAX_MEMO)
+    return memo[1]
+
+
+def price_figure(choice: DataChoice, candles: pd.DataFrame, labels: pd.DataFrame | None, focus, highlight,
+                 revision: str):
+    """The price figure, rebuilt only when the data or the open event changes: a threshold move
+    reuses it (Streamlit sends the browser the very same figure and Plotly skips it), and so
+    does a new session on the same view. Kept per server process."""
+    from components.charts import build_price_figure
+    key = ("price figure", choice.key, focus, highlight, revision)
+    if key not in _memo_store():
+        _keep(_memo_store(), key, build_price_figure(candles, labels=labels, focus=focus, highlight=highlight,
+                                                     revision=revision), MAX_MEMO)
+    return _memo_store()[key]
+
+
+#: Merged views, detections and price figures kept per server process (each small beside the scores).
+MAX_MEMO = 64
+_STORE_LOCK = threading.Lock()
+
+
+@st.cache_resource(show_spinner=False)
+def _memo_store() -> dict:
+    return {}
+
+
+def _keep(store: dict, key, value, limit: int) -> None:
+    """Put ``key`` in a process-wide store, dropping the oldest entries beyond ``limit`` (sessions
+    run in threads, hence the lock)."""
+    with _STORE_LOCK:
+        store[key] = value
+        while len(store) > limit:
+            store.pop(next(iter(store)))
 
 
 def secrets() -> dict:
@@ -118,11 +167,12 @@ def explainer_config():
 def enrich_events(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.DataFrame | None, *,
                   data_key: str, news: bool, explain: bool, config, top_n: int = 10,
                   progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
-    """Events with news context and explanations, memoised per event row in the session.
+    """Events with news context and explanations, memoised per event row in the server process.
 
     A threshold move changes only some events; the rest are served from the memo, so the
-    slider stays fast. With a model configured, the top N are chosen among the events not
-    explained yet. The SQLite cache in ``store`` makes repeats across sessions free too.
+    slider stays fast, and a new session on a view open before recomputes nothing. With a
+    model configured, the top N are chosen among the events not explained yet. The SQLite
+    cache in ``store`` makes repeats across server restarts free too.
     """
     from components import state
     from events.news_context import add_news_context
@@ -132,12 +182,13 @@ def enrich_events(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.Dat
     weight = state.value(state.JUDGE_WEIGHT, 0.4)
     news = news and headlines is not None and len(headlines) > 0
     prefix = f"{data_key}|{news}|{explain}|{config.model}|{config.enabled}|{weight}|{top_n}"
-    memo = st.session_state.setdefault("_enriched", {})
+    memo = _enriched_store()
     if len(memo) > 20_000:
         memo.clear()
     # Within one data set an event row is fixed by its start (in the id), end and firing detectors.
     keys = [f"{prefix}|{i}|{e.value}|{d}" for i, e, d in zip(events["event_id"], events["end"], events["detectors"])]
-    todo = [i for i, key in enumerate(keys) if key not in memo]
+    rows = [memo.get(key) for key in keys]   # read once: another session may clear the memo meanwhile
+    todo = [i for i, row in enumerate(rows) if row is None]
     if todo:
         part = events.iloc[todo]
         near = _headlines_around(headlines, part) if headlines is not None else None
@@ -147,8 +198,13 @@ def enrich_events(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.Dat
             part = explain_events(part, candles, near, config=config, top_n=top_n, progress=progress,
                                   judge_weight=weight)
         for i, row in zip(todo, part.to_dict("records")):
-            memo[keys[i]] = row
-    return pd.DataFrame([memo[key] for key in keys], index=events.index)
+            rows[i] = memo[keys[i]] = row
+    return pd.DataFrame(rows, index=events.index)
+
+
+@st.cache_resource(show_spinner=False)
+def _enriched_store() -> dict:
+    return {}
 
 
 def _headlines_around(headlines: pd.DataFrame, events: pd.DataFrame,

@@ -61,6 +61,36 @@ def test_a_threshold_move_leaves_the_price_figure_untouched(explorer):
     assert chart_spec(explorer, 1) == before
 
 
+def test_a_new_session_on_an_open_view_recomputes_nothing(monkeypatch):
+    """A reload, a shared link or a second analyst on a view already open in this server gets
+    its events, explanations and price figure from the process-wide memo (so its charts go
+    out sooner), and sees the same page."""
+    import components.charts
+    import explain
+    from detectors.pipeline import Scored
+    first = new_app()
+    first.run()
+    calls = []
+
+    def counted(name, original):
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            return original(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(Scored, "detect", counted("detect", Scored.detect))
+    monkeypatch.setattr(explain, "explain_events", counted("explain", explain.explain_events))
+    monkeypatch.setattr(components.charts, "build_price_figure",
+                        counted("price figure", components.charts.build_price_figure))
+    second = new_app()
+    second.run()
+    assert not second.exception, second.exception
+    assert calls == []
+    assert events_count(second) == events_count(first) > 0
+    assert chart_spec(second, 1) == chart_spec(first, 1)
+    assert second.dataframe[0].value.equals(first.dataframe[0].value)
+
+
 def test_choosing_detectors_adds_score_panels():
     at = new_app(detectors=["zscore"])
     at.run()
