@@ -89,7 +89,9 @@ def price_figure(choice: DataChoice, candles: pd.DataFrame, labels: pd.DataFrame
     reuses it (Streamlit sends the browser the very same figure and Plotly skips it), and so
     does a new session on the same view. Kept per server process."""
     from components.charts import build_price_figure
-    key = ("price figure", choice.key, focus, highlight, revision)
+    # The last bar too: a live source's range ending today may be fetched again with a new bar.
+    key = ("price figure", choice.key, len(candles), candles.index[-1] if len(candles) else None, focus,
+           highlight, revision)
     if key not in _memo_store():
         _keep(_memo_store(), key, build_price_figure(candles, labels=labels, focus=focus, highlight=highlight,
                                                      revision=revision), MAX_MEMO)
