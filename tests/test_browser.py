@@ -230,6 +230,16 @@ def test_a_saved_case_shows_at_once_in_the_panel_and_the_csv(page, app_url):
     rows = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text(encoding="utf-8"))))
     saved = [r for r in rows if r["status"] == "escalated"]
     assert len(saved) == 1 and saved[0]["note"] == "spoofing pattern, see order book"
+    # A second analyst's session on the same view gets its events from the server's memo, but
+    # the case status from the case log: the save shows there too.
+    other = page.context.browser.new_page(viewport={"width": 1600, "height": 1000})
+    try:
+        _open(other, f"{app_url}/?src=demo&sym=DEMO-USD&iv=1h&from=2024-01-01&to=2024-02-20&det=zscore")
+        _press(other, "j")
+        expect(other.locator('[data-testid="stMetric"]').filter(has_text="Status")).to_contain_text(
+            "escalated", timeout=60_000)
+    finally:
+        other.close()
 
 
 def test_switching_to_yahoo_offline_names_aapl_and_the_network(page, app_url):
