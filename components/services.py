@@ -92,10 +92,11 @@ def price_figure(choice: DataChoice, candles: pd.DataFrame, labels: pd.DataFrame
     # The last bar too: a live source's range ending today may be fetched again with a new bar.
     key = ("price figure", choice.key, len(candles), candles.index[-1] if len(candles) else None, focus,
            highlight, revision)
-    if key not in _memo_store():
-        _keep(_memo_store(), key, build_price_figure(candles, labels=labels, focus=focus, highlight=highlight,
-                                                     revision=revision), MAX_MEMO)
-    return _memo_store()[key]
+    figure = _memo_store().get(key)
+    if figure is None:
+        figure = build_price_figure(candles, labels=labels, focus=focus, highlight=highlight, revision=revision)
+        _keep(_memo_store(), key, figure, MAX_MEMO)
+    return figure
 
 
 #: Merged views, detections and price figures kept per server process (each small beside the scores).
@@ -183,7 +184,9 @@ def enrich_events(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.Dat
         return events
     weight = state.value(state.JUDGE_WEIGHT, 0.4)
     news = news and headlines is not None and len(headlines) > 0
-    prefix = f"{data_key}|{news}|{explain}|{config.model}|{config.enabled}|{weight}|{top_n}"
+    # The headlines' count and last time too: a live source's news is fetched again every 15 minutes.
+    fresh = f"{len(headlines)}|{headlines['timestamp'].iloc[-1]}" if news else ""
+    prefix = f"{data_key}|{fresh}|{news}|{explain}|{config.model}|{config.enabled}|{weight}|{top_n}"
     memo = _enriched_store()
     if len(memo) > 20_000:
         memo.clear()
