@@ -11,6 +11,9 @@ Prints medians and app / floor ratios (1.0: the page costs nothing beyond Stream
 and the same beside a second floor: the first plus the Explorer's widget kinds (sidebar
 controls, metrics, a selectable events table, buttons), still with no detector work.
 The app view comes from a deep link (source, range, detectors), so both sizes are one URL.
+Each page gets a warm-up visit first, so the timed visits are fresh sessions on a view already
+open on this server (fitted scores, detection and price figure kept per process), as a reload
+or a shared link is; a view nobody has opened yet also waits for its fit.
 """
 from __future__ import annotations
 

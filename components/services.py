@@ -5,6 +5,7 @@ so a threshold slider only filters cached scores and never re-fits or re-scores.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 from typing import Callable
 
@@ -58,29 +59,34 @@ def scored(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorChoi
     parts = []
     for det in chosen:
         key = fit_key(choice, det)
-        if key not in store:
-            _keep(store, key, detectors.score_detectors(candles, [(det.name, dict(det.params))],
-                                                        progress=progress, skip_failed=True), MAX_SCORED)
-        parts.append(store[key])
+        part = store.get(key)   # read once: another session may evict it meanwhile
+        if part is None:
+            part = detectors.score_detectors(candles, [(det.name, dict(det.params))], progress=progress,
+                                             skip_failed=True)
+            _keep(store, key, part, MAX_SCORED)
+        parts.append(part)
     keys = tuple(fit_key(choice, det) for det in chosen)
-    merged = _memo_store().get(("scored", keys))
-    if merged is None or any(a is not b for a, b in zip(merged[0], parts)):
-        merged = (parts, detectors.pipeline.merge(candles, parts))
-        _keep(_memo_store(), ("scored", keys), merged, MAX_MEMO)
-    return merged[1]
+    view = _views_store().get(keys)
+    if view is None or any(a is not b for a, b in zip(view["parts"], parts)):
+        view = {"parts": parts, "scored": detectors.pipeline.merge(candles, parts), "detections": {}}
+    _keep(_views_store(), keys, view, MAX_VIEWS)   # the most recently used stay
+    return view["scored"]
 
 
 def detect(scored: detectors.pipeline.Scored, thresholds: dict[str, float], mode: str,
            k: int) -> detectors.pipeline.Detection:
-    """``scored.detect(thresholds, mode, k)``, kept per server process: a new session on a view
-    open before (a reload, a shared link, the default view) gets its events without
-    recomputing them, so its charts reach the browser sooner."""
-    key = ("detection", id(scored), tuple(sorted(thresholds.items())), mode, k)
-    memo = _memo_store().get(key)
-    if memo is None or memo[0] is not scored:   # the entry holds ``scored``, so its id stays unique
-        memo = (scored, scored.detect(thresholds, mode, k))
-        _keep(_memo_store(), key, memo, MAX_MEMO)
-    return memo[1]
+    """``scored.detect(thresholds, mode, k)``, kept with its view (``scored``) per server
+    process: a new session on a view open before (a reload, a shared link, the default view)
+    gets its events without recomputing them, so its charts reach the browser sooner."""
+    view = next((v for v in list(_views_store().values()) if v["scored"] is scored), None)
+    if view is None:
+        return scored.detect(thresholds, mode, k)
+    key = (tuple(sorted(thresholds.items())), mode, k)
+    found = view["detections"].get(key)
+    if found is None:
+        found = scored.detect(thresholds, mode, k)
+    _keep(view["detections"], key, found, MAX_DETECTIONS)
+    return found
 
 
 def price_figure(choice: DataChoice, candles: pd.DataFrame, labels: pd.DataFrame | None, focus, highlight,
@@ -89,30 +95,39 @@ def price_figure(choice: DataChoice, candles: pd.DataFrame, labels: pd.DataFrame
     reuses it (Streamlit sends the browser the very same figure and Plotly skips it), and so
     does a new session on the same view. Kept per server process."""
     from components.charts import build_price_figure
-    # The last bar too: a live source's range ending today may be fetched again with a new bar.
-    key = ("price figure", choice.key, len(candles), candles.index[-1] if len(candles) else None, focus,
-           highlight, revision)
-    figure = _memo_store().get(key)
+    # The last bars' content too: a live range may gain a bar or revise the one still forming.
+    tail = int(pd.util.hash_pandas_object(candles.iloc[-3:]).sum()) if len(candles) else 0
+    key = (choice.key, len(candles), tail, focus, highlight, revision)
+    figure = _figures_store().get(key)
     if figure is None:
         figure = build_price_figure(candles, labels=labels, focus=focus, highlight=highlight, revision=revision)
-        _keep(_memo_store(), key, figure, MAX_MEMO)
+        _keep(_figures_store(), key, figure, MAX_FIGURES)
     return figure
 
 
-#: Merged views, detections and price figures kept per server process (each small beside the scores).
-MAX_MEMO = 64
+#: Merged views per server process (each holds its detectors' parts, so at most MAX_SCORED +
+#: MAX_VIEWS fitted entries stay alive), detections kept per view, and price figures.
+MAX_VIEWS = 16
+MAX_DETECTIONS = 16
+MAX_FIGURES = 16
 _STORE_LOCK = threading.Lock()
 
 
 @st.cache_resource(show_spinner=False)
-def _memo_store() -> dict:
+def _views_store() -> dict:
+    return {}
+
+
+@st.cache_resource(show_spinner=False)
+def _figures_store() -> dict:
     return {}
 
 
 def _keep(store: dict, key, value, limit: int) -> None:
-    """Put ``key`` in a process-wide store, dropping the oldest entries beyond ``limit`` (sessions
-    run in threads, hence the lock)."""
+    """Put ``key`` last in a process-wide store, dropping the least recently kept entries beyond
+    ``limit`` (sessions run in threads, hence the lock)."""
     with _STORE_LOCK:
+        store.pop(key, None)
         store[key] = value
         while len(store) > limit:
             store.pop(next(iter(store)))
@@ -184,14 +199,20 @@ def enrich_events(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.Dat
         return events
     weight = state.value(state.JUDGE_WEIGHT, 0.4)
     news = news and headlines is not None and len(headlines) > 0
-    # The headlines' count and last time too: a live source's news is fetched again every 15 minutes.
-    fresh = f"{len(headlines)}|{headlines['timestamp'].iloc[-1]}" if news else ""
-    prefix = f"{data_key}|{fresh}|{news}|{explain}|{config.model}|{config.enabled}|{weight}|{top_n}"
+    from explain import PROMPT_VERSION, is_lasting
+    # The model's settings (a fixed URL or key must be asked again) and the headlines' count and
+    # last time (a live source's news is fetched again every 15 minutes).
+    secret = hashlib.sha256(config.api_key.encode()).hexdigest()[:12]
+    fresh = f"{len(headlines)}|{headlines['timestamp'].iloc[-1]}" if headlines is not None and len(headlines) else ""
+    prefix = (f"{data_key}|{fresh}|{news}|{explain}|{config.model}|{config.enabled}|{config.base_url}|{secret}|"
+              f"{config.timeout}|{PROMPT_VERSION}|{weight}|{top_n}")
     memo = _enriched_store()
     if len(memo) > 20_000:
         memo.clear()
-    # Within one data set an event row is fixed by its start (in the id), end and firing detectors.
-    keys = [f"{prefix}|{i}|{e.value}|{d}" for i, e, d in zip(events["event_id"], events["end"], events["detectors"])]
+    # Within one data set an event row is fixed by its start (in the id), end, firing detectors,
+    # kind and severity (other parameters or another ensemble give other severities).
+    keys = [f"{prefix}|{i}|{e.value}|{d}|{k}|{v!r}" for i, e, d, k, v in
+            zip(events["event_id"], events["end"], events["detectors"], events["kind"], events["severity"])]
     rows = [memo.get(key) for key in keys]   # read once: another session may clear the memo meanwhile
     todo = [i for i, row in enumerate(rows) if row is None]
     if todo:
@@ -203,7 +224,9 @@ def enrich_events(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.Dat
             part = explain_events(part, candles, near, config=config, top_n=top_n, progress=progress,
                                   judge_weight=weight)
         for i, row in zip(todo, part.to_dict("records")):
-            rows[i] = memo[keys[i]] = row
+            rows[i] = row
+            if is_lasting(row.get("fallback_reason", "")):   # a failed model call is asked again next run
+                memo[keys[i]] = row
     return pd.DataFrame(rows, index=events.index)
 
 

@@ -45,7 +45,7 @@ from explain.llm import (
 from store.explanations import get_cached_many, put_cached, put_cached_many
 
 __all__ = ["explain_events", "ExplainerConfig", "load_config", "test_connection",
-           "PROMPT_VERSION", "BUILTIN_SOURCE", "OUTPUT_COLUMNS", "headlines_near"]
+           "PROMPT_VERSION", "BUILTIN_SOURCE", "OUTPUT_COLUMNS", "headlines_near", "is_lasting"]
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,13 @@ def _prepare(row: dict[str, Any], candles: pd.DataFrame | None, headlines: pd.Da
     blob = json.dumps({"evidence": evidence, "headlines": prompt_headlines(near)},
                       sort_keys=True, default=str)
     return _Event(row, near, evidence, hashlib.sha256(blob.encode()).hexdigest()[:16])
+
+
+def is_lasting(fallback_reason: str) -> bool:
+    """Whether an explanation holds until the settings change: the model's own, or built-in
+    because no model is configured or the event is not in the top N. A failed call (timeout,
+    no connection, a malformed answer) is worth asking again."""
+    return fallback_reason in ("", "no model configured") or fallback_reason.startswith("not in the top ")
 
 
 def _builtin_reason(config: ExplainerConfig, top_n: int | None) -> str:

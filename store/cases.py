@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -185,8 +186,9 @@ def _tags_text(tags: str | Iterable[str]) -> str:
 
 def _window_time(value: Any, name: str) -> pd.Timestamp:
     """A filter bound as a UTC timestamp (naive read as UTC), or a ValueError that says what to pass."""
-    try:  # long text is refused unparsed: the date parser is quadratic in its length
-        when = pd.NaT if isinstance(value, str) and len(value) > 64 else pd.Timestamp(value)
+    try:  # numbers would read as nanoseconds since 1970; long text is slow to parse (quadratic)
+        when = (pd.NaT if isinstance(value, (bool, numbers.Number)) or isinstance(value, str) and len(value) > 64
+                else pd.Timestamp(value))
     except (TypeError, ValueError, OverflowError):
         when = pd.NaT
     if pd.isna(when):
@@ -400,9 +402,9 @@ class CaseLog:
             wanted = [status] if isinstance(status, str) else list(status)
             query = query.where(cases_table.c.status.in_([_check_status(s) for s in wanted]))
         if min_severity is not None:
-            if isinstance(min_severity, bool) or not isinstance(min_severity, (int, float)) \
+            if isinstance(min_severity, bool) or not isinstance(min_severity, numbers.Real) \
                     or not math.isfinite(min_severity):
-                raise ValueError(f"min_severity must be a number between 0 and 1, got {min_severity!r}.")
+                raise ValueError(f"min_severity must be a number (a severity, 0 to 1), got {min_severity!r}.")
             query = query.where(cases_table.c.severity >= float(min_severity))
         if kind is not None:
             query = query.where(cases_table.c.kind == check_text(kind, "kind", None))

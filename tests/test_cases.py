@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -209,7 +210,7 @@ def test_tags_that_are_not_text_are_refused_by_name(log, tags):
     assert log.get("e1")["version"] == 1
 
 
-@pytest.mark.parametrize("bounds", [{"start": "not a date"}, {"end": "2024-13-45"}, {"start": []},
+@pytest.mark.parametrize("bounds", [{"start": "not a date"}, {"end": "2024-13-45"}, {"start": []}, {"start": 2024},
                                     {"end": "2024-01-01" * 50}, {"min_severity": "high"},
                                     {"min_severity": float("nan")}])
 def test_list_filters_of_the_wrong_kind_say_what_to_pass(log, bounds):
@@ -219,6 +220,7 @@ def test_list_filters_of_the_wrong_kind_say_what_to_pass(log, bounds):
 
 def test_list_window_reads_aware_and_naive_times_alike(log):
     log.upsert_events(EVENTS, "alice")
+    assert len(log.list_cases(min_severity=np.float32(0.9))) == len(log.list_cases(min_severity=0.9))
     ids = lambda frame: list(frame["event_id"])  # noqa: E731
     naive = ids(log.list_cases(start="2024-01-01 11:00", end="2024-01-09"))
     assert naive == ids(log.list_cases(start=pd.Timestamp("2024-01-01 12:00", tz="Europe/Paris"),
