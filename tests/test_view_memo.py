@@ -22,7 +22,12 @@ def market():
 def counting(monkeypatch) -> list:
     calls = []
     original = explain.explain_events
-    monkeypatch.setattr(explain, "explain_events", lambda part, *a, **k: calls.append(len(part)) or original(part, *a, **k))
+
+    def counted(part, *args, **kwargs):
+        calls.append(len(part))
+        return original(part, *args, **kwargs)
+
+    monkeypatch.setattr(explain, "explain_events", counted)
     return calls
 
 
