@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from components import controls, links, services, state, tables
-from components.charts import build_price_figure, build_signal_figure
+from components.charts import build_signal_figure
 from components.live import render_live_monitor
 from components.views import enrich_events, load_or_stop, nothing_scored, score_all, show_data_notes
 from detectors.calibration import rarity_text
@@ -17,8 +17,6 @@ choice = controls.render_data_controls()
 chosen, ensemble, news_on, explain_on = controls.render_detector_controls()
 candles = load_or_stop(choice)
 show_data_notes(candles)
-
-
 
 
 @st.fragment
@@ -52,7 +50,7 @@ def analysis() -> dict:
 
     if events is None:
         st.info(nothing_scored(chosen))
-        st.plotly_chart(build_price_figure(candles, labels=labels, revision=choice.key), key="price_chart")
+        st.plotly_chart(services.price_figure(choice, candles, labels, None, None, choice.key), key="price_chart")
         links.write_url(links.view_params(choice, chosen, ensemble, {}, None))
         return {}
 

@@ -194,12 +194,11 @@ def enrich_events(events: pd.DataFrame, candles: pd.DataFrame, headlines: pd.Dat
     """
     from components import state
     from events.news_context import add_news_context
-    from explain import explain_events
+    from explain import PROMPT_VERSION, explain_events, is_lasting
     if events.empty:
         return events
     weight = state.value(state.JUDGE_WEIGHT, 0.4)
     news = news and headlines is not None and len(headlines) > 0
-    from explain import PROMPT_VERSION, is_lasting
     # The model's settings (a fixed URL or key must be asked again) and the headlines' count and
     # last time (a live source's news is fetched again every 15 minutes).
     secret = hashlib.sha256(config.api_key.encode()).hexdigest()[:12]

@@ -176,16 +176,20 @@ def _prepare(row: dict[str, Any], candles: pd.DataFrame | None, headlines: pd.Da
     return _Event(row, near, evidence, hashlib.sha256(blob.encode()).hexdigest()[:16])
 
 
+#: Why a row got built-in text without asking the model (every other reason is a failed call).
+NO_MODEL, NOT_IN_TOP = "no model configured", "not in the top "
+
+
 def is_lasting(fallback_reason: str) -> bool:
     """Whether an explanation holds until the settings change: the model's own, or built-in
     because no model is configured or the event is not in the top N. A failed call (timeout,
     no connection, a malformed answer) is worth asking again."""
-    return fallback_reason in ("", "no model configured") or fallback_reason.startswith("not in the top ")
+    return fallback_reason in ("", NO_MODEL) or fallback_reason.startswith(NOT_IN_TOP)
 
 
 def _builtin_reason(config: ExplainerConfig, top_n: int | None) -> str:
     """Why a row got built-in text without asking the model."""
-    return "no model configured" if not config.enabled else f"not in the top {top_n} by severity"
+    return NO_MODEL if not config.enabled else f"{NOT_IN_TOP}{top_n} by severity"
 
 
 def _positions_for_model(events: pd.DataFrame, config: ExplainerConfig,

@@ -174,13 +174,10 @@ def _tags_text(tags: str | Iterable[str]) -> str:
     """Tags as one comma-separated string, trimmed, without blanks or repeats, order kept."""
     if isinstance(tags, str):
         items = tags.split(",")
-    elif isinstance(tags, Iterable) and not isinstance(tags, (bytes, dict)):
-        items = list(tags)
+    else:
+        items = list(tags) if isinstance(tags, Iterable) and not isinstance(tags, (bytes, dict)) else [None]
         if not all(isinstance(t, str) for t in items):
             raise ValueError("tags must be text: one comma-separated string or a list of strings.")
-    else:
-        raise ValueError("tags must be text: one comma-separated string or a list of strings, "
-                         f"got {type(tags).__name__}.")
     return ", ".join(dict.fromkeys(t.strip() for t in items if t.strip()))
 
 

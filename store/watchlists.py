@@ -121,7 +121,8 @@ def _check_symbols(symbols) -> list[str]:
     for symbol in symbols:
         if (not isinstance(symbol, str) or not symbol or len(symbol) > SYMBOL_LIMIT
                 or any(c.isspace() or unicodedata.category(c)[0] in "CZ" for c in symbol)):
-            shown = repr(symbol) if len(repr(symbol)) <= 40 else repr(symbol)[:37] + "..."
+            shown = repr(symbol)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
             raise ValueError(f"Symbol {shown} is not a symbol: use 1 to {SYMBOL_LIMIT} "
                              "characters without spaces or control characters, e.g. AAPL.")
     return list(symbols)
