@@ -74,7 +74,8 @@ def analysis() -> dict:
                                   focus=focus, revision=revision)
     highlight = None if selected is None else (selected["start"], selected["end"])
     prices = services.price_figure(choice, candles, labels, focus, highlight, revision)
-    st.plotly_chart(signals, key=state.CHART, on_select="rerun", selection_mode=("points", "box"))
+    st.plotly_chart(signals, key=state.CHART, on_select=tables.open_table_on_chart_pick,
+                    selection_mode=("points", "box"))
     st.plotly_chart(prices, key="price_chart")
 
     if focus_time is not None and selected is None:
@@ -94,7 +95,8 @@ def analysis() -> dict:
             tables.render_event_panel(selected)
             tables.render_case_actions(selected)
     else:
-        st.caption("Select a row (or press J) to zoom the chart to the event and see its evidence and explanation.")
+        st.caption("Press J (or pick a row in the events table) to zoom the chart to an event and see its "
+                   "evidence and explanation.")
     tables.render_exports(table_events, (signals, prices), f"{candles.attrs.get('symbol', 'events')}-{choice.interval}")
     st.session_state[state.CUTS] = thresholds
     view = links.view_params(choice, chosen, ensemble, thresholds, None if selected is None else selected["event_id"])

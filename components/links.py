@@ -1,10 +1,11 @@
 """The Explorer's view in the URL and in saved views: one flat dict of strings.
 
 ``view_params`` describes what the analyst sees (source, symbol, interval, range, detectors,
-parameters, thresholds, ensemble, selected event); the Explorer writes it to the URL on every
-run, so a reload or a shared link restores the same view. ``apply_params`` sets the controls
-from such a dict (a link on a session's first run, or a saved view from a button). Anything
-malformed in a link is ignored and named, never obeyed blindly.
+parameters, thresholds, ensemble, selected event, whether the events table is open); the
+Explorer writes it to the URL on every run, so a reload or a shared link restores the same
+view. ``apply_params`` sets the controls from such a dict (a link on a session's first run, or
+a saved view from a button). Anything malformed in a link is ignored and named, never obeyed
+blindly.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def view_params(choice: DataChoice, chosen: tuple[DetectorChoice, ...], ensemble
         out["k"] = str(ensemble.k)
     if event_id:
         out["ev"] = event_id
+    if st.session_state.get(state.EVENTS_TABLE_OPEN):
+        out["tbl"] = "1"
     return out
 
 
@@ -70,6 +73,7 @@ def apply_params(params: Mapping[str, str]) -> list[str]:
          lambda v: set(v) <= set(names))
     take("mode", state.ENSEMBLE_MODE, str, lambda v: v in ("max", "mean", "vote"))
     take("k", state.ENSEMBLE_K, int, lambda v: 1 <= v <= len(names))
+    take("tbl", state.EVENTS_TABLE_OPEN, {"0": False, "1": True}.get, lambda v: v is not None)
     pending = {}
     for key, value in params.items():
         parts = key.split(".")

@@ -23,6 +23,7 @@ EXPLAIN = "explain_on"
 NEWS_CONTEXT = "news_context_on"
 EVENTS_TABLE = "events_table"
 EVENTS_TABLE_GENERATION = "events_table_generation"   # bumped to clear a stale row pick
+EVENTS_TABLE_OPEN = "events_table_open"   # the analyst opened the events table (kept across pages, in links)
 CHART = "anomaly_chart"
 LIVE = "live_on"
 LIVE_EVERY = "live_every"

@@ -41,15 +41,25 @@ def readable_detectors(names: str) -> str:
     return ", ".join(detector_label(n) for n in str(names).split(",") if n)
 
 
+_SECTION = "_events_table_section"   # the expander's own widget key (widget state ends with its page)
+
+
 def render_events_table(events: pd.DataFrame) -> None:
-    """The events table; selecting a row opens that event (``state.EVENT``), and the open
-    event's row is marked however it was opened (row, keys, link)."""
+    """The events table in a section the analyst opens: the grid and its JavaScript (about
+    1.5 MB) load only then, so a fresh page draws its chart first. Once opened it stays open
+    (``state.EVENTS_TABLE_OPEN``: across pages, reloads and links). Selecting a row opens that
+    event (``state.EVENT``); the open event's row is marked however it was opened."""
+    st.session_state[_SECTION] = bool(st.session_state.get(state.EVENTS_TABLE_OPEN, False))
+    section = st.expander(f"Events table ({len(events)})", key=_SECTION, icon=":material/table_rows:",
+                          on_change=_remember_section)
+    if not section.open:
+        return
     shown = events[[c for c in TABLE_COLUMNS if c in events.columns]].copy()
     shown.insert(0, "open", np.where(events["event_id"] == st.session_state.get(state.EVENT), "▶", ""))
     shown["kind"] = shown["kind"].map(readable_kind)
     shown["detectors"] = shown["detectors"].map(readable_detectors)
     key = _table_key()
-    st.dataframe(
+    section.dataframe(
         shown, key=key, on_select=partial(_picked, key, list(events["event_id"])),
         selection_mode="single-row",
         hide_index=True, width="stretch",
@@ -71,6 +81,17 @@ def render_events_table(events: pd.DataFrame) -> None:
             "recommended_action": st.column_config.TextColumn("Action", width=90),
             "status": st.column_config.TextColumn("Case", width=80),
         })
+
+
+def _remember_section() -> None:
+    st.session_state[state.EVENTS_TABLE_OPEN] = bool(st.session_state[_SECTION])
+
+
+def open_table_on_chart_pick() -> None:
+    """Chart callback: events picked on the chart are listed in the table, so show it."""
+    picks = st.session_state.get(state.CHART) or {}
+    if (picks.get("selection") or {}).get("points"):
+        st.session_state[state.EVENTS_TABLE_OPEN] = True
 
 
 def _table_key() -> str:

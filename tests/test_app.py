@@ -19,6 +19,9 @@ PAGES = ["app_pages/explorer.py", "app_pages/news.py", "app_pages/options_flow.p
 
 
 def new_app(**kept) -> AppTest:
+    """The app on the demo's first 50 days, with the events table open (its grid is drawn only
+    when an analyst opens it)."""
+    kept.setdefault("events_table_open", True)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
     at.secrets["test"] = "1"   # set before the first run so a real secrets.toml never leaks in
     at.session_state["start_date"] = dt.date(2024, 1, 1)
@@ -52,6 +55,41 @@ def test_explorer_renders_chart_and_events(explorer):
     assert any(trace.get("mode") == "markers" for trace in chart_spec(explorer)["data"])   # the flags
     assert events_count(explorer) > 0
     assert len(explorer.dataframe[0].value) == events_count(explorer)
+
+
+def test_the_events_table_is_drawn_only_once_opened_and_a_link_keeps_it_open():
+    at = new_app(events_table_open=False)
+    at.run()
+    assert not at.exception
+    assert not at.dataframe                                   # no grid (and none of its JavaScript)
+    assert any(e.label == f"Events table ({events_count(at)})" for e in at.expander)
+    assert "tbl" not in at.query_params
+    at.session_state["events_table_open"] = True              # what opening the section sets
+    at.run()
+    assert len(at.dataframe[0].value) == events_count(at)
+    assert at.query_params["tbl"] == "1"
+    linked = new_app(events_table_open=False)
+    linked.query_params.update(at.query_params)
+    linked.run()
+    assert not linked.exception and len(linked.dataframe) == 1
+
+
+def test_events_picked_on_the_chart_open_the_table():
+    """The chart's selection callback opens the table, where the picked events are listed."""
+    def page():
+        import streamlit as st
+
+        from components import state, tables
+        st.session_state[state.CHART] = st.session_state.get("pick")
+        tables.open_table_on_chart_pick()
+
+    at = AppTest.from_function(page)
+    at.session_state["pick"] = {"selection": {"points": []}}
+    at.run()
+    assert not at.exception and "events_table_open" not in at.session_state
+    at.session_state["pick"] = {"selection": {"points": [{"customdata": ["e1"]}]}}
+    at.run()
+    assert at.session_state["events_table_open"] is True
 
 
 def test_a_threshold_move_leaves_the_price_figure_untouched(explorer):
@@ -388,6 +426,7 @@ def test_a_hostile_link_is_ignored_and_named():
     ({"from": "2024-01-01", "to": "9999-12-31", "iv": "1d"}, "outside the supported range"),
     ({"t.unknown": "5", "p.zscore.window.x": "5"}, "t.unknown='5', p.zscore.window.x='5'"),
     ({"ev": "<b>nope</b>"}, "The linked event '<b>nope</b>' is not among this view's events"),
+    ({"tbl": "yes"}, "tbl='yes'"),
 ])
 def test_a_link_with_absurd_values_opens_with_a_message_not_an_error(link, shown):
     """Found by fuzzing links: each of these raised before."""

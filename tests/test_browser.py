@@ -194,8 +194,22 @@ def test_a_deep_link_restores_the_view_and_keys_walk_the_events(page, app_url):
     _no_exception(page)
 
 
+def test_the_events_table_opens_on_demand_and_stays_open(page, app_url):
+    view = f"{app_url}/?src=demo&sym=DEMO-USD&iv=1h&from=2024-01-01&to=2024-02-20&det=zscore"
+    _open(page, view)
+    assert page.locator('[data-testid="stDataFrame"]').count() == 0     # the grid loads only when asked for
+    page.locator('[data-testid="stExpander"] summary').filter(has_text="Events table").click()
+    page.wait_for_selector('[data-testid="stDataFrame"]', timeout=60_000)
+    _wait_idle(page)
+    page.wait_for_function("() => location.href.includes('tbl=1')", timeout=30_000)
+    page.reload()                                                      # a reload (or the link) keeps it open
+    page.wait_for_selector('[data-testid="stDataFrame"]', timeout=120_000)
+    _wait_idle(page)
+    _no_exception(page)
+
+
 def test_a_row_picked_then_left_by_keys_is_not_stale(page, app_url):
-    _open(page, f"{app_url}/?src=demo&sym=DEMO-USD&iv=1h&from=2024-01-01&to=2024-02-20&det=zscore")
+    _open(page, f"{app_url}/?src=demo&sym=DEMO-USD&iv=1h&from=2024-01-01&to=2024-02-20&det=zscore&tbl=1")
     grid = page.locator('[data-testid="stDataFrame"]').first
     grid.scroll_into_view_if_needed()
     box = grid.bounding_box()
