@@ -7,14 +7,23 @@ import streamlit as st
 from components import controls, links, services, state, tables
 from components.charts import build_signal_figure
 from components.live import render_live_monitor
-from components.views import enrich_events, load_or_stop, nothing_scored, score_all, show_data_notes
+from components.views import (
+    ask_for_plotly_early,
+    enrich_events,
+    load_or_stop,
+    nothing_scored,
+    score_all,
+    show_data_notes,
+)
 from detectors.calibration import rarity_text
 
 st.title("Explorer")
+placeholder = ask_for_plotly_early()
 links.restore_from_url()          # a shared link or a reload opens the same view
 links.show_ignored()
 choice = controls.render_data_controls()
 chosen, ensemble, news_on, explain_on = controls.render_detector_controls()
+placeholder.empty()
 candles = load_or_stop(choice)
 show_data_notes(candles)
 

@@ -38,7 +38,11 @@ else:
     pick = right.selectbox("Saved watchlist", ["(typed)"] + sorted(saved))
     text = left.text_area("Symbols", value=", ".join(saved[pick]) if pick in saved else defaults[choice.source],
                           help="Comma, space or newline separated.", height=80)
-    universe = scan_ui.parse_symbols(text)
+    universe, skipped = scan_ui.parse_symbols(text)
+    if skipped:
+        left.warning(f"Left out {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} over 32 characters "
+                     "(no market has such a symbol):")
+        left.text(", ".join(f"{token[:40]}…" if len(token) > 40 else token for token in skipped[:5]))
     count = len(universe)
     with right.popover("Save as…"):
         name = st.text_input("Watchlist name", max_chars=40)

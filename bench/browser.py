@@ -10,7 +10,8 @@ labelled "threshold"), the time until the first chart is redrawn and the page is
 Prints medians and app / floor ratios (1.0: the page costs nothing beyond Streamlit + Plotly),
 and the same beside a second floor: the first plus the Explorer's widget kinds (sidebar
 controls, metrics, a selectable events table, buttons), still with no detector work.
-The app view comes from a deep link (source, range, detectors), so both sizes are one URL.
+Three app views: the default page (three detectors, 2,184 candles, as browser_latency.py
+times it) and z-score-only deep links at both sizes.
 Each page gets a warm-up visit first, so the timed visits are fresh sessions on a view already
 open on this server (fitted scores, detection and price figure kept per process), as a reload
 or a shared link is; a view nobody has opened yet also waits for its fit.
@@ -85,7 +86,10 @@ EVENTS = (
 )
 CONTROLS_FLOOR = FLOOR.replace("cut = st.sidebar.slider", CONTROLS + "cut = st.sidebar.slider") + EVENTS
 #: candles -> the Explorer's range for DEMO-USD 1h that holds about that many candles
-SIZES = {2184: ("2024-01-01", "2024-03-31"), 10_000: ("2023-02-10", "2024-03-31")}
+#: (row label, candles, the app's link): the default view (three detectors) and z-score-only links.
+VIEWS = [("default", 2184, ""),
+         ("zscore", 2184, "?src=demo&sym=DEMO-USD&iv=1h&from=2024-01-01&to=2024-03-31&det=zscore"),
+         ("zscore", 10_000, "?src=demo&sym=DEMO-USD&iv=1h&from=2023-02-10&to=2024-03-31&det=zscore")]
 
 
 def serve(script: Path, port: int, cwd: Path, env: dict) -> subprocess.Popen:
@@ -155,9 +159,8 @@ def main() -> None:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
             rows = []
-            for n, (start, end) in SIZES.items():
-                app = (f"http://127.0.0.1:{args.port}/?src=demo&sym=DEMO-USD&iv=1h&from={start}&to={end}"
-                       "&det=zscore")
+            for view, n, link in VIEWS:
+                app = f"http://127.0.0.1:{args.port}/{link}"
                 pages = {"floor": f"http://127.0.0.1:{args.port + 1}/?n={n}",
                          "controls": f"http://127.0.0.1:{args.port + 2}/?n={n}", "app": app}
                 for url in pages.values():
@@ -166,7 +169,7 @@ def main() -> None:
                 for _ in range(args.repeats):                                 # interleaved: same load
                     for name, url in pages.items():
                         runs[name].append(measure(browser, url, 1 if name == "controls" else args.moves))
-                rows.append((n, {name: [statistics.median(r[i] for r in runs[name]) for i in (0, 1)]
+                rows.append((view, n, {name: [statistics.median(r[i] for r in runs[name]) for i in (0, 1)]
                                  for name in pages}))
             browser.close()
     finally:
@@ -174,11 +177,11 @@ def main() -> None:
             proc.terminate()
     print("Medians of", args.repeats, "visits each. floor: the bare Streamlit + Plotly page; controls: the floor "
           "plus the Explorer's widget kinds (no detector work); app: the Explorer.")
-    print(f"{'candles':>8} | {'first chart: floor':>18} {'controls':>8} {'app':>6} {'app/floor':>9} "
+    print(f"{'view':>8} {'candles':>8} | {'first chart: floor':>18} {'controls':>8} {'app':>6} {'app/floor':>9} "
           f"{'app/controls':>12} | {'slider move: floor':>18} {'app':>6} {'app/floor':>9}")
-    for n, m in rows:
+    for view, n, m in rows:
         (f_first, f_move), (c_first, _), (a_first, a_move) = m["floor"], m["controls"], m["app"]
-        print(f"{n:>8,} | {f_first:>16.2f} s {c_first:>6.2f} s {a_first:>4.2f} s {a_first / f_first:>8.2f}x "
+        print(f"{view:>8} {n:>8,} | {f_first:>16.2f} s {c_first:>6.2f} s {a_first:>4.2f} s {a_first / f_first:>8.2f}x "
               f"{a_first / c_first:>11.2f}x | {f_move:>16.2f} s {a_move:>4.2f} s {a_move / f_move:>8.2f}x")
 
 

@@ -25,14 +25,15 @@ SCAN_COLUMNS = ["symbol", "max_severity", "rarity", "events", "recent_events", "
                 "last_close", "return_pct", "error"]
 
 
-def parse_symbols(text: str) -> list[str]:
-    """Symbols typed one per line or separated by commas/spaces, upper-cased, without repeats."""
+def parse_symbols(text: str) -> tuple[list[str], list[str]]:
+    """Symbols typed one per line or separated by commas/spaces, upper-cased, without repeats;
+    and the tokens left out because no market has a symbol that long (over 32 characters)."""
     seen: dict[str, None] = {}
+    skipped: dict[str, None] = {}
     for token in text.replace(",", " ").split():
         token = token.strip().upper()
-        if token and len(token) <= 32:
-            seen.setdefault(token, None)
-    return list(seen)
+        (seen if len(token) <= 32 else skipped).setdefault(token, None)
+    return list(seen), list(skipped)
 
 
 def scan_symbol(choice: DataChoice, chosen: tuple[DetectorChoice, ...], thresholds: dict[str, float],

@@ -27,6 +27,19 @@ def problem(level: str, heading: str, detail: object = "") -> None:
         st.text(str(detail))
 
 
+def ask_for_plotly_early():
+    """On a session's first run, put a placeholder chart first on the page: the browser then asks
+    for Plotly's bundle (4.7 MB, the longest wait of a fresh page) before the sidebar's widget
+    kinds, not after them. Clear the slot it returns (``.empty()``) once the controls are drawn:
+    the placeholder is gone long before the bundle arrives, so it is never drawn."""
+    slot = st.empty()
+    if not st.session_state.get("_plotly_asked"):
+        st.session_state["_plotly_asked"] = True
+        slot.plotly_chart({"data": [{"type": "scatter", "x": [], "y": []}], "layout": {"height": 10}},
+                          key="_plotly_placeholder")
+    return slot
+
+
 def load_or_stop(choice: DataChoice) -> pd.DataFrame:
     """Load candles with a status box; on a data problem show what to fix and stop the page."""
     if choice.source == "csv" and not choice.csv_name:

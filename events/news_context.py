@@ -14,8 +14,14 @@ import pandas as pd
 
 from detectors.calibration import decades_from_severity, severity_from_decades
 
-__all__ = ["add_news_context", "is_catalyst_headline", "is_promotional_headline",
-           "NEWS_DRIVEN_FACTOR", "NO_NEWS_FACTOR", "PROMOTION_FACTOR", "LARGE_MOVE_PCT"]
+__all__ = ["add_news_context", "is_catalyst_headline", "is_promotional_headline", "readable_headlines",
+           "NEWS_DRIVEN_FACTOR", "NO_NEWS_FACTOR", "PROMOTION_FACTOR", "LARGE_MOVE_PCT", "NEWS_WINDOW_HOURS",
+           "NEWS_AFTER_HOURS"]
+
+#: A headline is near an event from this many hours before its start to NEWS_AFTER_HOURS after
+#: its end (the news context here and the headlines an explanation cites).
+NEWS_WINDOW_HOURS = 6
+NEWS_AFTER_HOURS = 1
 
 #: Severity multiplier for a move that follows a catalyst headline.
 NEWS_DRIVEN_FACTOR = 0.6
@@ -81,9 +87,10 @@ def _headline_kinds(headlines: pd.DataFrame, catalyst_scores: pd.Series | None
     return catalyst, promo
 
 
-def _readable_headlines(headlines: pd.DataFrame | None) -> pd.DataFrame:
-    """Headlines by time with UTC timestamps; a row whose time cannot be read is left out."""
-    if headlines is None:
+def readable_headlines(headlines: pd.DataFrame | None) -> pd.DataFrame:
+    """Headlines by time with UTC timestamps; a row whose time cannot be read is left out.
+    None or an empty frame means no headlines."""
+    if headlines is None or (isinstance(headlines, pd.DataFrame) and headlines.empty):
         headlines = pd.DataFrame({"timestamp": [], "headline": []})
     if not isinstance(headlines, pd.DataFrame) or not {"timestamp", "headline"} <= set(headlines.columns):
         raise ValueError("headlines must be a DataFrame with columns timestamp (UTC) and headline, "
@@ -94,8 +101,8 @@ def _readable_headlines(headlines: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def add_news_context(events: pd.DataFrame, headlines: pd.DataFrame | None, *,
-                     before: pd.Timedelta = pd.Timedelta("6h"),
-                     after: pd.Timedelta = pd.Timedelta("1h"),
+                     before: pd.Timedelta = pd.Timedelta(hours=NEWS_WINDOW_HOURS),
+                     after: pd.Timedelta = pd.Timedelta(hours=NEWS_AFTER_HOURS),
                      catalyst_scores: pd.Series | None = None,
                      large_move_pct: float = LARGE_MOVE_PCT) -> pd.DataFrame:
     """Return a copy of ``events`` with news columns and context-adjusted severity.
@@ -135,7 +142,7 @@ def add_news_context(events: pd.DataFrame, headlines: pd.DataFrame | None, *,
     listed, counts, nearest = [""] * n, np.zeros(n, dtype="int64"), np.full(n, np.nan)
     driven, notes = np.zeros(n, dtype=bool), [""] * n
     factor = np.ones(n)
-    news = _readable_headlines(headlines)
+    news = readable_headlines(headlines)
     times = news["timestamp"].to_numpy(dtype="datetime64[ns]")
     catalyst, promo = _headline_kinds(news, catalyst_scores)
     texts = [_one_line(t) for t in news["headline"]]

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from events.news_context import readable_headlines
 from explain.builtin import (
     NEWS_AFTER_HOURS,
     NEWS_WINDOW_HOURS,
@@ -80,12 +81,7 @@ class HeadlineWindow:
     """Headlines indexed by time once, so each event's window is two binary searches."""
 
     def __init__(self, headlines: pd.DataFrame) -> None:
-        if not isinstance(headlines, pd.DataFrame) or not (
-                headlines.empty or {"timestamp", "headline"} <= set(headlines.columns)):
-            raise ValueError("headlines must be a DataFrame with columns timestamp (UTC) and "
-                             "headline, e.g. from data.news.validate_headlines.")
-        times = pd.to_datetime(headlines.get("timestamp", pd.Series([], dtype=object)), utc=True, errors="coerce")
-        frame = headlines.assign(timestamp=times)[times.notna()].sort_values("timestamp", kind="stable")
+        frame = readable_headlines(headlines)
         self._ns = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype("int64")
         self._records = frame.assign(time=frame["timestamp"]).to_dict("records")
         self._has_symbol = "symbol" in frame.columns

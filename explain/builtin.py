@@ -15,6 +15,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from events.news_context import NEWS_AFTER_HOURS, NEWS_WINDOW_HOURS
+
 __all__ = ["explain_builtin", "build_evidence", "normalise_headlines", "recommended_action",
            "to_utc", "confidence_for", "KINDS", "ACTIONS", "CONFIDENCES", "NEWS_WINDOW_HOURS",
            "NEWS_AFTER_HOURS"]
@@ -23,10 +25,6 @@ KINDS = ["normal", "volume_surge", "price_spike", "flash_crash", "pump_and_dump"
          "manipulation_suspected", "pattern_anomaly", "news_anomaly", "data_error", "other"]
 ACTIONS = ["no_action", "monitor", "review", "escalate"]
 CONFIDENCES = ["low", "medium", "high"]
-#: Headlines from this many hours before an event's start to NEWS_AFTER_HOURS after its end
-#: count as nearby (the window of events.news_context.add_news_context).
-NEWS_WINDOW_HOURS = 6
-NEWS_AFTER_HOURS = 1
 #: Thresholds analysts know (SEED_FACTS), sent with the evidence so a model may cite them.
 REFERENCE = {"z_threshold": 3, "volume_surge_ratio": 5, "news_window_hours": NEWS_WINDOW_HOURS}
 

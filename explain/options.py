@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from explain import NO_MODEL
 from explain.builtin import recommended_action
 from explain.config import ExplainerConfig
 from explain.grounding import check_grounding, ignored_risk_note, instruction_like
@@ -65,7 +66,7 @@ def assess_options_flow(result: Any, symbol: str, config: ExplainerConfig | None
     from options_flow.analysis import blend_risk
     builtin = _builtin_text(result, symbol)
     if config is None or not config.enabled:
-        return OptionsAssessment(builtin, BUILTIN, result.risk_score, fallback_reason="no model configured")
+        return OptionsAssessment(builtin, BUILTIN, result.risk_score, fallback_reason=NO_MODEL)
     evidence = options_evidence(result, symbol)
     try:
         with make_client(config) as client:

@@ -55,6 +55,7 @@ def test_explorer_renders_chart_and_events(explorer):
     assert any(trace.get("mode") == "markers" for trace in chart_spec(explorer)["data"])   # the flags
     assert events_count(explorer) > 0
     assert len(explorer.dataframe[0].value) == events_count(explorer)
+    assert len(explorer.get("plotly_chart")) == 2       # the placeholder that asks for Plotly early is gone
 
 
 def test_the_events_table_is_drawn_only_once_opened_and_a_link_keeps_it_open():

@@ -85,6 +85,7 @@ def test_explorer_detectors_slider_download(page, app_url):
     page.goto(app_url)
     page.wait_for_selector(".js-plotly-plot", timeout=90_000)
     _wait_idle(page)
+    assert page.locator(".js-plotly-plot").count() == 2          # the signal layer and the prices, nothing else
     # Select a second and third detector in the multiselect.
     multiselect = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Detectors")
     multiselect.locator("input").click()

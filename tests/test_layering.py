@@ -16,7 +16,7 @@ ALLOWED = {
     "events": {"detectors"},
     "evaluation": {"detectors", "events"},
     "options_flow": set(),
-    "explain": {"options_flow", "store"},
+    "explain": {"events", "options_flow", "store"},   # explanations cite the news window of events
     "alerts": {"store"},
     "scan": {"alerts", "data", "detectors", "evaluation", "store"},
     "components": {"alerts", "data", "detectors", "events", "evaluation", "explain", "options_flow", "scan", "store"},

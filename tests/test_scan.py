@@ -9,7 +9,8 @@ from store.watchlists import load_watchlists, save_watchlist
 
 
 def test_parse_symbols():
-    assert parse_symbols("aapl, MSFT\nnvda aapl") == ["AAPL", "MSFT", "NVDA"]
+    assert parse_symbols("aapl, MSFT\nnvda aapl") == (["AAPL", "MSFT", "NVDA"], [])
+    assert parse_symbols("aapl " + "x" * 33) == (["AAPL"], ["X" * 33])
 
 
 def test_scan_ranks_by_severity_and_reports_errors():
@@ -177,3 +178,12 @@ def test_demo_universe_up_to_the_cap():
     assert parse_universe(f"demo:{MAX_DEMO_SYMBOLS}")[-1] == "DEMO-10000"
     with pytest.raises(ValueError, match="10,000"):
         demo_universe(True)
+
+
+def test_a_symbol_too_long_is_named_not_dropped_silently():
+    at = _scanner()
+    at.text_area[0].set_value("DEMO, " + "Q" * 50).run()
+    assert not at.exception
+    assert any("over 32 characters" in w.value for w in at.warning)
+    assert any(("Q" * 40 + "…") in t.value for t in at.text)
+    assert any(b.label == "Scan 1 symbols" for b in at.button)
