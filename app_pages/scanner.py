@@ -10,6 +10,7 @@ import streamlit as st
 from components import controls, services, state
 from components import scan as scan_ui
 from components.tables import readable_detectors, readable_kind
+from data import MAX_SYMBOL_LENGTH
 from data.export import to_safe_csv
 from scan.universe import MAX_DEMO_SYMBOLS
 from store.watchlists import load_watchlists, save_watchlist
@@ -40,7 +41,8 @@ else:
                           help="Comma, space or newline separated.", height=80)
     universe, skipped = scan_ui.parse_symbols(text)
     if skipped:
-        left.warning(f"Left out {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} over 32 characters "
+        left.warning(f"Left out {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} over "
+                     f"{MAX_SYMBOL_LENGTH} characters "
                      "(no market has such a symbol):")
         left.text(", ".join(f"{token[:40]}…" if len(token) > 40 else token for token in skipped[:5]))
     count = len(universe)

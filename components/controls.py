@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from components import state
+from data import MAX_SYMBOL_LENGTH
 
 SOURCE_LABELS = {"demo": "Demo market (offline)", "csv": "CSV upload", "yahoo": "Stocks (Yahoo Finance)",
                  "bybit": "Crypto (Bybit)"}
@@ -120,7 +121,8 @@ def render_data_controls(sidebar=None) -> DataChoice:
                                    help="Synthetic markets with labelled manipulation events.")
             seed = int(box.number_input("Demo seed", 0, 10_000, step=1, **state.kept(state.SEED, 1)))
         else:
-            symbol = box.text_input("Symbol", max_chars=32, **state.kept(state.SYMBOL, DEFAULT_SYMBOL[source]),
+            symbol = box.text_input("Symbol", max_chars=MAX_SYMBOL_LENGTH,
+                                    **state.kept(state.SYMBOL, DEFAULT_SYMBOL[source]),
                                     help="Yahoo: AAPL, SPY, ^GSPC, EURUSD=X, BTC-USD. Bybit: BTCUSDT.")
             symbol = symbol.strip().upper()
         if source == "bybit":

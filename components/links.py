@@ -17,6 +17,7 @@ import streamlit as st
 
 from components import state
 from components.controls import SOURCE_LABELS, DataChoice, DetectorChoice, EnsembleChoice
+from data import MAX_SYMBOL_LENGTH
 
 _RESTORED = "_url_restored"
 PENDING_THRESHOLDS = "_pending_thresholds"   # name -> cut from a link, applied when its slider is drawn
@@ -63,7 +64,7 @@ def apply_params(params: Mapping[str, str]) -> list[str]:
         state.set_value(key, parsed)
 
     take("src", state.SOURCE, str, lambda v: v in SOURCE_LABELS)
-    take("sym", state.SYMBOL, lambda v: v.strip().upper(), lambda v: 0 < len(v) <= 32)
+    take("sym", state.SYMBOL, lambda v: v.strip().upper(), lambda v: 0 < len(v) <= MAX_SYMBOL_LENGTH)
     take("iv", state.INTERVAL, str, lambda v: v in ("1m", "5m", "15m", "30m", "1h", "4h", "1d"))
     take("from", state.START, dt.date.fromisoformat)
     take("to", state.END, dt.date.fromisoformat)

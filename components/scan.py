@@ -15,7 +15,7 @@ import pandas as pd
 
 import detectors
 from components.controls import DataChoice, DetectorChoice
-from data import DataError, load_candles
+from data import MAX_SYMBOL_LENGTH, DataError, load_candles
 from detectors.calibration import rarity_text
 from explain.config import redact_url
 
@@ -27,12 +27,12 @@ SCAN_COLUMNS = ["symbol", "max_severity", "rarity", "events", "recent_events", "
 
 def parse_symbols(text: str) -> tuple[list[str], list[str]]:
     """Symbols typed one per line or separated by commas/spaces, upper-cased, without repeats;
-    and the tokens left out because no market has a symbol that long (over 32 characters)."""
+    and the tokens left out because no market has a symbol that long (over MAX_SYMBOL_LENGTH)."""
     seen: dict[str, None] = {}
     skipped: dict[str, None] = {}
     for token in text.replace(",", " ").split():
         token = token.strip().upper()
-        (seen if len(token) <= 32 else skipped).setdefault(token, None)
+        (seen if len(token) <= MAX_SYMBOL_LENGTH else skipped).setdefault(token, None)
     return list(seen), list(skipped)
 
 

@@ -22,10 +22,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from events.news_context import readable_headlines
+from events.news_context import NEWS_AFTER_HOURS, NEWS_WINDOW_HOURS, readable_headlines
 from explain.builtin import (
-    NEWS_AFTER_HOURS,
-    NEWS_WINDOW_HOURS,
     build_evidence,
     explain_builtin,
     normalise_headlines,

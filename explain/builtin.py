@@ -15,11 +15,10 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from events.news_context import NEWS_AFTER_HOURS, NEWS_WINDOW_HOURS
+from events.news_context import NEWS_WINDOW_HOURS
 
 __all__ = ["explain_builtin", "build_evidence", "normalise_headlines", "recommended_action",
-           "to_utc", "confidence_for", "KINDS", "ACTIONS", "CONFIDENCES", "NEWS_WINDOW_HOURS",
-           "NEWS_AFTER_HOURS"]
+           "to_utc", "confidence_for", "KINDS", "ACTIONS", "CONFIDENCES"]
 
 KINDS = ["normal", "volume_surge", "price_spike", "flash_crash", "pump_and_dump",
          "manipulation_suspected", "pattern_anomaly", "news_anomaly", "data_error", "other"]
