@@ -31,13 +31,15 @@ def first_sentence(text: str) -> str:
 
 
 def resample_for_drawing(candles: pd.DataFrame, limit: int = MAX_CANDLES_DRAWN) -> pd.DataFrame:
-    """Aggregate candles to at most ``limit`` bars so long series stay smooth in the browser."""
+    """Aggregate candles to at most ``limit`` bars so long series stay quick to draw: buckets of
+    a whole number of bars (2,184 hourly bars draw as 1,092 two-hour candles, never as odd
+    65-minute ones), counted from the first bar so each day's buckets start at the same times."""
     if len(candles) <= limit:
         return candles
-    span = candles.index[-1] - candles.index[0]
-    rule = pd.tseries.frequencies.to_offset(pd.Timedelta(seconds=np.ceil(span.total_seconds() / limit)))
-    agg = candles.resample(rule).agg({"open": "first", "high": "max", "low": "min", "close": "last",
-                                      "volume": "sum"})
+    bar = pd.Series(candles.index).diff().median()
+    rule = pd.tseries.frequencies.to_offset(bar * int(np.ceil(len(candles) / limit)))
+    agg = candles.resample(rule, origin="start").agg({"open": "first", "high": "max", "low": "min",
+                                                      "close": "last", "volume": "sum"})
     return agg.dropna(subset=["close"])
 
 
@@ -160,9 +162,13 @@ def build_price_figure(candles: pd.DataFrame, *, labels: pd.DataFrame | None = N
     move never changes, so the browser does not redraw thousands of candles for it. Hours a
     session-bound market never trades are collapsed."""
     breaks = session_breaks(candles.index)
-    layout, _ = _stacked_layout(["Price", "Volume"], [0.78, 0.22], breaks, revision, 520)
-    layout["yaxis"]["range"] = price_range(candles)
     drawn = resample_for_drawing(candles)
+    title = "Price"
+    if len(drawn) < len(candles):   # say so: an analyst must know a candle is not one bar
+        title += (f" (drawn as {bar_text(_bar(drawn))} candles, {len(drawn):,} for {len(candles):,} bars;"
+                  f" an opened event shows its {bar_text(_bar(candles))} bars)")
+    layout, _ = _stacked_layout([title, "Volume"], [0.78, 0.22], breaks, revision, 520)
+    layout["yaxis"]["range"] = price_range(candles)
     if focus is not None:   # full resolution around the focused event, coarse elsewhere
         inside = (drawn.index >= focus[0]) & (drawn.index <= focus[1])
         drawn = pd.concat([drawn[~inside], candles.loc[focus[0]:focus[1]]]).sort_index()
@@ -269,6 +275,15 @@ def _apply_focus(layout: dict, candles: pd.DataFrame, focus, price_axis: str | N
     window = candles.loc[focus[0]:focus[1]]
     if price_axis and len(window):
         layout[price_axis]["range"] = price_range(window)
+
+
+def bar_text(length: pd.Timedelta) -> str:
+    """A bar length as analysts say it: "2-hour", "15-minute", "1-day"."""
+    for unit, size in (("day", pd.Timedelta(days=1)), ("hour", pd.Timedelta(hours=1)),
+                       ("minute", pd.Timedelta(minutes=1))):
+        if length >= size and length % size == pd.Timedelta(0):
+            return f"{length // size}-{unit}"
+    return f"{length.total_seconds():g}-second"
 
 
 def _bar(candles: pd.DataFrame) -> pd.Timedelta:

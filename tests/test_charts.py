@@ -43,9 +43,21 @@ def test_the_price_figure_holds_candles_volume_and_the_labelled_spans(drawn):
     figure = build_price_figure(market.candles, labels=market.labels)
     kinds = [t.type for t in figure.data]
     assert kinds[0] == "candlestick" and "Labelled (demo ground truth)" in [t.name for t in figure.data]
-    x = figure.data[0].x     # over MAX_CANDLES_DRAWN the candles are resampled for drawing, ends kept
-    assert len(x) <= MAX_CANDLES_DRAWN + 1 < len(market.candles)
-    assert (x[0], x[-1]) == tuple(market.candles.index[[0, -1]].asi8 // 1_000_000)
+    x = np.asarray(figure.data[0].x)   # over MAX_CANDLES_DRAWN the candles are resampled for drawing
+    assert len(x) <= MAX_CANDLES_DRAWN < len(market.candles)
+    bar_ms = pd.Series(market.candles.index).diff().median() // pd.Timedelta(milliseconds=1)
+    factor = -(-len(market.candles) // MAX_CANDLES_DRAWN)
+    assert x[0] == market.candles.index[0].value // 1_000_000   # counted from the first bar
+    assert set(np.diff(x) % (bar_ms * factor)) == {0}            # whole buckets of bars, never odd ones
+    assert x[-1] > market.candles.index[-factor - 1].value // 1_000_000   # the last bars are drawn
+    title = figure.layout.annotations[0].text                  # and the chart says it is resampled
+    assert f"{factor}-hour candles" in title and f"{len(market.candles):,} bars" in title and "1-hour" in title
+
+
+def test_candles_at_or_under_the_limit_are_drawn_one_per_bar():
+    candles = demo_market(seed=3, symbol="DEMO", interval="1h").candles.iloc[:MAX_CANDLES_DRAWN]
+    figure = build_price_figure(candles)
+    assert len(figure.data[0].x) == len(candles) and figure.layout.annotations[0].text == "Price"
 
 
 def test_a_thinned_score_line_keeps_each_peak_at_its_own_bar():
