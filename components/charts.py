@@ -170,8 +170,13 @@ def build_price_figure(candles: pd.DataFrame, *, labels: pd.DataFrame | None = N
     layout, _ = _stacked_layout([title, "Volume"], [0.78, 0.22], breaks, revision, 520)
     layout["yaxis"]["range"] = price_range(candles)
     if focus is not None:   # full resolution around the focused event, coarse elsewhere
-        inside = (drawn.index >= focus[0]) & (drawn.index <= focus[1])
-        drawn = pd.concat([drawn[~inside], candles.loc[focus[0]:focus[1]]]).sort_index()
+        bucket = _bar(drawn) if len(drawn) < len(candles) else pd.Timedelta(0)
+        inside = (drawn.index + bucket > focus[0]) & (drawn.index <= focus[1])
+        # The buckets the focus touches are replaced by all their bars: none drawn twice or lost.
+        first = min(drawn.index[inside][0], focus[0]) if inside.any() else focus[0]
+        last = drawn.index[inside][-1] + bucket if inside.any() else focus[1]
+        bars = candles[(candles.index >= first) & ((candles.index < last) | (candles.index <= focus[1]))]
+        drawn = pd.concat([drawn[~inside], bars]).sort_index()
     # Thousands of SVG bars redraw slowly; one SVG path does not, and WebGL (which also ignores
     # rangebreaks) costs a context per figure in a software-rendered browser.
     volume_kind = "bar" if len(drawn) <= 600 else "scatter"

@@ -68,3 +68,18 @@ def test_a_thinned_score_line_keeps_each_peak_at_its_own_bar():
     drawn = peaks_for_drawing(series, limit=1_000)
     assert len(drawn) <= 1_000
     assert drawn[drawn > 0].to_dict() == {index[7]: 5.0, index[2_501]: 9.0, index[4_999]: 3.0}
+
+
+def test_an_opened_event_draws_its_own_bars_once_and_coarse_candles_around_it():
+    candles = demo_market(seed=1, symbol="DEMO-USD", interval="1h").candles
+    focus = (candles.index[1001], candles.index[1100])      # starts inside a two-bar bucket
+    x = np.asarray(build_price_figure(candles, focus=focus).data[0].x)
+    ms = candles.index.asi8 // 1_000_000
+    bucket = 2 * (ms[1] - ms[0])
+    assert set(ms[1000:1102]) <= set(x)                      # every bar of the touched buckets, once
+    assert len(set(x)) == len(x)
+    starts = x[:-1]
+    coarse = np.isin(starts, ms[1000:1102], invert=True)
+    # No coarse candle covers a bar that is also drawn alone, and none is lost between them.
+    assert np.all(starts[coarse] + bucket <= x[1:][coarse])
+    assert len(x) < len(candles)                             # coarse elsewhere
