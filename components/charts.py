@@ -30,17 +30,49 @@ def first_sentence(text: str) -> str:
     return text if cut < 0 else text[: cut + 1]
 
 
-def resample_for_drawing(candles: pd.DataFrame, limit: int = MAX_CANDLES_DRAWN) -> pd.DataFrame:
-    """Aggregate candles to at most ``limit`` bars so long series stay quick to draw: buckets of
-    a whole number of bars (2,184 hourly bars draw as 1,092 two-hour candles, never as odd
-    65-minute ones), counted from the first bar so each day's buckets start at the same times."""
-    if len(candles) <= limit:
+#: Candle lengths an analyst reads at a glance, for drawing intraday bars coarser.
+ROUND_CANDLES = tuple(pd.Timedelta(minutes=m) for m in (1, 2, 3, 5, 10, 15, 20, 30, 60, 120, 180, 240, 360,
+                                                         480, 720, 1440))
+#: Bars per drawn candle for daily and longer bars.
+ROUND_FACTORS = (1, 2, 3, 5, 10, 20, 50, 100)
+
+
+def bars_per_candle(index: pd.DatetimeIndex, limit: int = MAX_CANDLES_DRAWN) -> int:
+    """How many bars one drawn candle holds so at most ``limit`` are drawn: the fewest that
+    make a round candle (15 minutes of 1m bars, not 14), else the fewest that fit."""
+    needed = max(1, -(-len(index) // limit))
+    if needed == 1:
+        return 1
+    bar = pd.Series(index).diff().median()
+    if bar < pd.Timedelta(days=1):
+        factors = [span // bar for span in ROUND_CANDLES if span % bar == pd.Timedelta(0)]
+    else:
+        factors = list(ROUND_FACTORS)
+    return next((f for f in factors if f >= needed), needed)
+
+
+def drawing_groups(index: pd.DatetimeIndex, limit: int = MAX_CANDLES_DRAWN) -> np.ndarray:
+    """The drawn candle of each bar: runs of ``bars_per_candle`` consecutive bars, restarted at
+    every session gap (a night, a weekend), so a candle is always whole bars of one session:
+    3 months of 1h draw as 2-hour candles, never as odd 65-minute ones."""
+    stamps = pd.DatetimeIndex(index).asi8
+    factor = bars_per_candle(index, limit)
+    if factor == 1:
+        return np.arange(len(stamps))
+    steps = np.diff(stamps)
+    session_start = np.r_[True, steps > np.median(steps)]
+    first_of_session = np.flatnonzero(session_start)[np.cumsum(session_start) - 1]
+    return np.cumsum(session_start | ((np.arange(len(stamps)) - first_of_session) % factor == 0)) - 1
+
+
+def resample_for_drawing(candles: pd.DataFrame, groups: np.ndarray) -> pd.DataFrame:
+    """One candle per group (``drawing_groups``), at the time of its first bar."""
+    if not len(candles) or groups[-1] == len(candles) - 1:
         return candles
-    bar = pd.Series(candles.index).diff().median()
-    rule = pd.tseries.frequencies.to_offset(bar * int(np.ceil(len(candles) / limit)))
-    agg = candles.resample(rule, origin="start").agg({"open": "first", "high": "max", "low": "min",
-                                                      "close": "last", "volume": "sum"})
-    return agg.dropna(subset=["close"])
+    drawn = candles.groupby(groups).agg({"open": "first", "high": "max", "low": "min", "close": "last",
+                                         "volume": "sum"})
+    drawn.index = candles.index[np.r_[True, np.diff(groups) > 0]]
+    return drawn
 
 
 def peaks_for_drawing(series: pd.Series, limit: int = MAX_CANDLES_DRAWN) -> pd.Series:
@@ -162,21 +194,19 @@ def build_price_figure(candles: pd.DataFrame, *, labels: pd.DataFrame | None = N
     move never changes, so the browser does not redraw thousands of candles for it. Hours a
     session-bound market never trades are collapsed."""
     breaks = session_breaks(candles.index)
-    drawn = resample_for_drawing(candles)
+    groups = drawing_groups(candles.index)
     title = "Price"
-    if len(drawn) < len(candles):   # say so: an analyst must know a candle is not one bar
-        title += (f" (drawn as {bar_text(_bar(drawn))} candles, {len(drawn):,} for {len(candles):,} bars;"
-                  f" an opened event shows its {bar_text(_bar(candles))} bars)")
+    if len(groups) and groups[-1] < len(candles) - 1:   # say so: an analyst must know a candle is not one bar
+        title += (f" (drawn as {bar_text(_bar(candles) * bars_per_candle(candles.index))} candles, "
+                  f"{groups[-1] + 1:,} for {len(candles):,} bars; an opened event shows its "
+                  f"{bar_text(_bar(candles))} bars)")
+    if focus is not None:   # full resolution on the candles the focus touches, coarse elsewhere
+        inside = (candles.index >= focus[0]) & (candles.index <= focus[1])
+        alone = np.isin(groups, groups[inside])
+        groups = np.cumsum(np.r_[True, np.diff(groups) > 0] | alone) - 1
+    drawn = resample_for_drawing(candles, groups)
     layout, _ = _stacked_layout([title, "Volume"], [0.78, 0.22], breaks, revision, 520)
     layout["yaxis"]["range"] = price_range(candles)
-    if focus is not None:   # full resolution around the focused event, coarse elsewhere
-        bucket = _bar(drawn) if len(drawn) < len(candles) else pd.Timedelta(0)
-        inside = (drawn.index + bucket > focus[0]) & (drawn.index <= focus[1])
-        # The buckets the focus touches are replaced by all their bars: none drawn twice or lost.
-        first = min(drawn.index[inside][0], focus[0]) if inside.any() else focus[0]
-        last = drawn.index[inside][-1] + bucket if inside.any() else focus[1]
-        bars = candles[(candles.index >= first) & ((candles.index < last) | (candles.index <= focus[1]))]
-        drawn = pd.concat([drawn[~inside], bars]).sort_index()
     # Thousands of SVG bars redraw slowly; one SVG path does not, and WebGL (which also ignores
     # rangebreaks) costs a context per figure in a software-rendered browser.
     volume_kind = "bar" if len(drawn) <= 600 else "scatter"

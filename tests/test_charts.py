@@ -4,7 +4,13 @@ import pandas as pd
 import pytest
 
 import detectors
-from components.charts import MAX_CANDLES_DRAWN, build_price_figure, build_signal_figure
+from components.charts import (
+    MAX_CANDLES_DRAWN,
+    bars_per_candle,
+    build_price_figure,
+    build_signal_figure,
+    drawing_groups,
+)
 from data.demo import demo_market
 
 
@@ -83,3 +89,25 @@ def test_an_opened_event_draws_its_own_bars_once_and_coarse_candles_around_it():
     # No coarse candle covers a bar that is also drawn alone, and none is lost between them.
     assert np.all(starts[coarse] + bucket <= x[1:][coarse])
     assert len(x) < len(candles)                             # coarse elsewhere
+
+
+@pytest.mark.parametrize("index", [
+    pd.bdate_range("2010-01-04", periods=2_500, tz="UTC"),                        # daily, weekends out
+    pd.DatetimeIndex([day + pd.Timedelta(hours=14.5 + h) for day in pd.bdate_range("2023-01-02", periods=330, tz="UTC")
+                      for h in range(7)]),                                          # 7 hourly bars a session
+], ids=["business days", "sessions"])
+def test_a_drawn_candle_never_spans_a_session_gap(index):
+    groups = drawing_groups(index)
+    bar = pd.Series(index).diff().median()
+    assert groups[-1] + 1 <= MAX_CANDLES_DRAWN < len(index)
+    steps = pd.Series(index).diff()
+    within = np.r_[False, np.diff(groups) == 0]
+    assert (steps[within] == bar).all()                    # bars of one candle follow each other
+    assert pd.Series(groups).value_counts().max() == 2     # and there are at most 2 of them
+
+
+@pytest.mark.parametrize("freq,bars,expected", [("1min", 27_360, 15), ("5min", 17_280, 12), ("1h", 2_184, 2),
+                                                ("1h", 2_000, 1), ("1D", 3_000, 2), ("1D", 9_000, 5)])
+def test_drawn_candles_have_a_round_length(freq, bars, expected):
+    """14 one-minute bars would fit, but a 15-minute candle is what an analyst reads at a glance."""
+    assert bars_per_candle(pd.date_range("2024-01-01", periods=bars, freq=freq, tz="UTC")) == expected
