@@ -50,8 +50,8 @@ def score_market(market, names: list[str], lstm_epochs: int):
     return detectors.score_detectors(market.candles, specs)
 
 
-def pooled(results: list[dict]) -> dict:
-    """Pool event counts over markets (so a market with more labels weighs more)."""
+def pooled_flags(results: list[dict]) -> dict:
+    """Pool flag counts over markets (so a market with more labels weighs more)."""
     labels = sum(r["n_labels"] for r in results)
     flagged = sum(r["n_flagged_events"] for r in results)
     true = sum(np.nan_to_num(r["flag_precision"]) * r["n_flagged_events"] for r in results)
@@ -62,19 +62,26 @@ def pooled(results: list[dict]) -> dict:
                if kind in r["recall_by_kind"]]
         count = sum(c for _, c in per)
         by_kind[kind] = sum(v * c for v, c in per) / count if count else np.nan
-    return {"event_pr_auc": np.nanmean([r["event_pr_auc"] for r in results]),
-            "pr_auc": np.nanmean([r["pr_auc"] for r in results]),
-            "base_rate": np.mean([r["base_rate"] for r in results]),
-            "recall": found / labels if labels else np.nan,
+    return {"recall": found / labels if labels else np.nan,
             "precision": true / flagged if flagged else np.nan,
             "events": flagged, "labels": labels, **by_kind}
 
 
+def pooled(results: list[dict]) -> dict:
+    """``pooled_flags`` and the mean PR-AUCs of the markets."""
+    return {"event_pr_auc": np.nanmean([r["event_pr_auc"] for r in results]),
+            "pr_auc": np.nanmean([r["pr_auc"] for r in results]),
+            "base_rate": np.mean([r["base_rate"] for r in results]), **pooled_flags(results)}
+
+
+def with_kind_counts(result: dict, labels: pd.DataFrame) -> dict:
+    """An evaluation with the label count of each kind, which pooling weighs recalls by."""
+    return {**result, "kind_counts": labels["kind"].value_counts().to_dict()}
+
+
 def evaluate_with_counts(detection, labels: pd.DataFrame) -> dict:
     """Flags as the app flags them; PR-AUCs of the (combined) calibrated severity."""
-    result = evaluate(detection.combined, labels, flagged=detection.flagged)
-    result["kind_counts"] = labels["kind"].value_counts().to_dict()
-    return result
+    return with_kind_counts(evaluate(detection.combined, labels, flagged=detection.flagged), labels)
 
 
 def operating_points(markets: list[tuple[pd.Series, pd.DataFrame]],
@@ -82,15 +89,10 @@ def operating_points(markets: list[tuple[pd.Series, pd.DataFrame]],
     """Pooled precision and recall per target kind at each cut on the combined severity."""
     rows = []
     for cut in cuts:
-        per = [(flag_metrics(is_flagged(combined, cut), labels), labels) for combined, labels in markets]
-        flagged = sum(m["n_flagged_events"] for m, _ in per)
-        true = sum(np.nan_to_num(m["flag_precision"]) * m["n_flagged_events"] for m, _ in per)
-        row = {"cut": cut, "events": flagged, "precision": true / flagged if flagged else np.nan}
-        for kind in TARGET_KINDS:
-            counts = [(m["recall_by_kind"].get(kind, 0.0), int((labels["kind"] == kind).sum())) for m, labels in per]
-            total = sum(c for _, c in counts)
-            row[kind] = sum(r * c for r, c in counts) / total if total else np.nan
-        rows.append(row)
+        total = pooled_flags([with_kind_counts(flag_metrics(is_flagged(combined, cut), labels), labels)
+                              for combined, labels in markets])
+        rows.append({"cut": cut, "events": total["events"], "precision": total["precision"],
+                     **{kind: total[kind] for kind in TARGET_KINDS}})
     return pd.DataFrame(rows).set_index("cut")
 
 

@@ -51,12 +51,12 @@ def bars_per_candle(index: pd.DatetimeIndex, limit: int = MAX_CANDLES_DRAWN) -> 
     return next((f for f in factors if f >= needed), needed)
 
 
-def drawing_groups(index: pd.DatetimeIndex, limit: int = MAX_CANDLES_DRAWN) -> np.ndarray:
-    """The drawn candle of each bar: runs of ``bars_per_candle`` consecutive bars, restarted at
-    every session gap (a night, a weekend), so a candle is always whole bars of one session:
-    3 months of 1h draw as 2-hour candles, never as odd 65-minute ones."""
+def drawing_groups(index: pd.DatetimeIndex, factor: int | None = None) -> np.ndarray:
+    """The drawn candle of each bar: runs of ``factor`` (default ``bars_per_candle``) consecutive
+    bars, restarted at every session gap (a night, a weekend), so a candle is always whole bars
+    of one session: 3 months of 1h draw as 2-hour candles, never as odd 65-minute ones."""
     stamps = pd.DatetimeIndex(index).asi8
-    factor = bars_per_candle(index, limit)
+    factor = bars_per_candle(index) if factor is None else factor
     if factor == 1:
         return np.arange(len(stamps))
     steps = np.diff(stamps)
@@ -194,12 +194,12 @@ def build_price_figure(candles: pd.DataFrame, *, labels: pd.DataFrame | None = N
     move never changes, so the browser does not redraw thousands of candles for it. Hours a
     session-bound market never trades are collapsed."""
     breaks = session_breaks(candles.index)
-    groups = drawing_groups(candles.index)
+    bar, factor = _bar(candles), bars_per_candle(candles.index)
+    groups = drawing_groups(candles.index, factor)
     title = "Price"
     if len(groups) and groups[-1] < len(candles) - 1:   # say so: an analyst must know a candle is not one bar
-        title += (f" (drawn as {bar_text(_bar(candles) * bars_per_candle(candles.index))} candles, "
-                  f"{groups[-1] + 1:,} for {len(candles):,} bars; an opened event shows its "
-                  f"{bar_text(_bar(candles))} bars)")
+        title += (f" (drawn as {bar_text(bar * factor)} candles, {groups[-1] + 1:,} for {len(candles):,} bars;"
+                  f" an opened event shows its {bar_text(bar)} bars)")
     if focus is not None:   # full resolution on the candles the focus touches, coarse elsewhere
         inside = (candles.index >= focus[0]) & (candles.index <= focus[1])
         alone = np.isin(groups, groups[inside])
@@ -223,13 +223,13 @@ def build_price_figure(candles: pd.DataFrame, *, labels: pd.DataFrame | None = N
     if labels is not None and len(labels):
         shown = labels.iloc[:MAX_SPANS]
         low, high = layout["yaxis"]["range"]
-        traces.append(_spans_trace(shown["start"], shown["end"], _bar(candles), low, high, "y",
+        traces.append(_spans_trace(shown["start"], shown["end"], bar, low, high, "y",
                                    fillcolor=LABEL_FILL, line=dict(color="rgba(40,110,220,0.5)", dash="dot", width=1),
                                    name="Labelled (demo ground truth)", hoverinfo="text", hoveron="points+fills",
                                    text=[t for kind in shown["kind"] for t in [f"label: {kind}"] * 5 + [None]]))
     if highlight is not None:
         low, high = layout["yaxis"]["range"]
-        traces.append(_spans_trace([highlight[0]], [highlight[1]], _bar(candles), low, high, "y",
+        traces.append(_spans_trace([highlight[0]], [highlight[1]], bar, low, high, "y",
                                    fillcolor=EVENT_FILL, line=dict(color="rgba(196,22,28,0.6)", width=1),
                                    name="Open event", hoverinfo="skip"))
     _apply_focus(layout, candles, focus, price_axis="yaxis")
