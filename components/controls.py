@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from components import state
-from data import MAX_SYMBOL_LENGTH
+from data import EARLIEST, LATEST, MAX_SYMBOL_LENGTH
 
 SOURCE_LABELS = {"demo": "Demo market (offline)", "csv": "CSV upload", "yahoo": "Stocks (Yahoo Finance)",
                  "bybit": "Crypto (Bybit)"}
@@ -37,6 +37,20 @@ class DataChoice:
         digest = hashlib.sha1(self.csv_bytes).hexdigest()[:12] if self.csv_bytes else ""
         return "|".join(map(str, (self.source, self.symbol, self.interval, self.start, self.end,
                                   self.seed, self.category, self.csv_name, digest)))
+
+    def range_problem(self) -> str | None:
+        """What is wrong with the sidebar's From/To, in the sidebar's words (None if nothing).
+        The loaders say it too, but of the UTC timestamps they get (To plus one day)."""
+        if self.source == "csv":
+            return None
+        first, last = EARLIEST.date(), (LATEST - pd.Timedelta(days=1)).date()
+        for label, day in (("From", self.start), ("To", self.end)):
+            if not first <= day <= last:
+                return f"{label} ({day}) is outside the supported range {first} to {last}: pick a date inside it."
+        if self.end < self.start:
+            return (f"The range is empty: To ({self.end}) is before From ({self.start}). "
+                    "Pick a To date on or after From.")
+        return None
 
     def load_kwargs(self) -> dict:
         """Arguments for ``data.load_candles``."""

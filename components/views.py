@@ -48,6 +48,9 @@ def load_or_stop(choice: DataChoice) -> pd.DataFrame:
     if choice.source == "csv" and not choice.csv_bytes:
         st.error("The uploaded file is empty (0 bytes): export the candles again and upload that file.")
         st.stop()
+    if choice.range_problem():
+        problem("error", f"Cannot load {literal(choice.symbol) or 'the'} data.", choice.range_problem())
+        st.stop()
     box = None
     try:
         if choice.source in ("yahoo", "bybit"):
@@ -114,8 +117,10 @@ def score_all(choice: DataChoice, candles: pd.DataFrame, chosen: tuple[DetectorC
         progress = lambda f, msg: bar.progress(min(max(float(f), 0.0), 1.0), text=f"{label}: {msg}")  # noqa: E731
     result = services.scored(choice, candles, chosen, progress)
     slot.empty()
-    for message in result.errors.values():
-        problem("error", "A detector could not run.", message)
+    if result.errors:
+        count = len(result.errors)
+        problem("error", "A detector could not run." if count == 1 else f"{count} detectors could not run.",
+                "\n".join(result.errors.values()))
     thresholds = {}
     box = sidebar or st.sidebar
     if result.scores:

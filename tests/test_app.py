@@ -193,7 +193,8 @@ def test_empty_range_is_a_clear_error():
     at.session_state["end_date"] = dt.date(2024, 2, 1)
     at.run()
     assert not at.exception
-    assert at.error and any("range is empty" in t.value for t in at.text)
+    assert at.error and any("range is empty: To (2024-02-01) is before From (2024-03-01)" in t.value
+                            for t in at.text)
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -424,7 +425,9 @@ def test_a_hostile_link_is_ignored_and_named():
     ({"det": "zscore", "t.zscore": "NaN"}, "t.zscore='NaN'"),
     ({"det": "zscore", "t.zscore": "inf"}, "t.zscore='inf'"),
     ({"det": "zscore,zscore"}, None),
-    ({"from": "2024-01-01", "to": "9999-12-31", "iv": "1d"}, "outside the supported range"),
+    ({"from": "2024-01-01", "to": "9999-12-31", "iv": "1d"}, "To (9999-12-31) is outside the supported range"),
+    ({"from": "2024-03-31", "to": "2024-01-01"}, "To (2024-01-01) is before From (2024-03-31)"),
+    ({"sym": "<script>alert(1)</script>"}, "sym='<script>alert(1)</script>'"),
     ({"t.unknown": "5", "p.zscore.window.x": "5"}, "t.unknown='5', p.zscore.window.x='5'"),
     ({"ev": "<b>nope</b>"}, "The linked event '<b>nope</b>' is not among this view's events"),
     ({"tbl": "yes"}, "tbl='yes'"),
@@ -444,7 +447,8 @@ def test_when_no_chosen_detector_can_run_the_page_says_why_not_to_select_one():
     at = new_app(start_date=dt.date(2024, 2, 1), end_date=dt.date(2024, 2, 1))
     at.run()
     assert not at.exception
-    assert any("A detector could not run" in e.value for e in at.error)
+    assert [e.value for e in at.error] == ["3 detectors could not run."]   # one notice, each named below
+    assert any("Rolling z-score: window" in t.value and "Flash-crash rule:" in t.value for t in at.text)
     assert any("None of the selected detectors could run" in i.value for i in at.info)
 
 
