@@ -9,6 +9,7 @@ from components.views import problem
 from data import DataError
 from detectors.embedders import EMBEDDERS
 from detectors.pipeline import is_flagged
+from detectors.text import FEW_HEADLINES
 
 st.title("News")
 choice = controls.render_data_controls()
@@ -36,6 +37,10 @@ except (ValueError, ImportError) as exc:
             "embedder in Settings.", exc)
     st.stop()
 
+if len(headlines) < FEW_HEADLINES:
+    st.warning(f"Only {len(headlines)} headlines: each is compared with too few others to tell what ordinary "
+               f"news looks like here, so most look unusual. Widen the range or upload more (at least {FEW_HEADLINES} "
+               "headlines) before trusting a flag.")
 low, high, step = controls.slider_range(scores, default)
 key = state.threshold_key("text_embedding", choice.key)
 threshold = st.slider(f"Threshold ({unit})", float(low + step), float(high), step=float(step),

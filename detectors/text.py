@@ -21,6 +21,9 @@ SAME_BURST_WINDOW = pd.Timedelta(hours=12)
 #: typical headline's neighbours are) to the median distance between two random reference
 #: headlines (how far unrelated headlines are). Medians keep it robust to spam in the reference.
 THRESHOLD_FRACTION = 0.4
+#: Below this many reference headlines each one's 10 neighbours are a large share of the whole
+#: stream, so "unusual" says little: the News page tells the analyst so.
+FEW_HEADLINES = 30
 #: Reference rows sampled for the median pairwise distance.
 _PAIR_SAMPLE = 2000
 #: Query rows per block when comparing with the reference (bounds memory).

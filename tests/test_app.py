@@ -312,6 +312,18 @@ def test_news_page_flags_promotional_headlines_and_threshold_filters():
     assert int(next(m for m in at.metric if m.label == "Flagged").value) < flagged
 
 
+def test_news_page_says_when_too_few_headlines_make_flags_meaningless():
+    at = new_app(end_date=dt.date(2024, 1, 4))
+    at.switch_page("app_pages/news.py").run()
+    assert not at.exception
+    headlines = int(next(m for m in at.metric if m.label == "Headlines").value)
+    assert 3 <= headlines < 30
+    assert [w.value for w in at.warning if w.value.startswith(f"Only {headlines} headlines")]
+    at.session_state["end_date"] = dt.date(2024, 2, 20)
+    at.run()
+    assert not any("headlines: each is compared" in w.value for w in at.warning)
+
+
 @pytest.mark.parametrize("source, symbol", [("yahoo", "AAPL"), ("bybit", "BTCUSDT")])
 def test_network_failure_is_a_message_in_the_page(monkeypatch, source, symbol):
     import importlib
