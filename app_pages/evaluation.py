@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from components import controls, services, state
+from components import controls, links, services
 from components.tables import readable_kind
 from components.views import load_or_stop, nothing_scored, problem, score_all
 from data import DataError
@@ -106,8 +106,9 @@ with right:
                       yaxis_range=[0, 1.02])
     st.plotly_chart(fig, key="sweep_chart")
     if best is not None and st.button(f"Use {best:.3g} as the Explorer's threshold", icon=":material/tune:"):
-        state.set_value(state.threshold_key(name, services.fit_key(choice, next(d for d in chosen if d.name == name))),
-                        float(best))
+        # This page already drew the slider, so its value cannot change in this run: the Explorer
+        # applies the cut when it draws the slider, as it does for a link's thresholds.
+        st.session_state[links.PENDING_THRESHOLDS] = {name: float(best)}
         st.switch_page("app_pages/explorer.py")
 
 st.subheader("Backtest: step aside during events")

@@ -524,3 +524,16 @@ def test_the_open_event_is_marked_in_the_table_and_keys_unpick_a_stale_row():
     next(b for b in at.button if b.label == "Next").click().run()       # J: the first event opens
     table = next(d for d in at.dataframe if "detectors" in d.value.columns)
     assert list(table.value["open"]).count("▶") == 1 and table.value["open"].iat[0] == "▶"
+
+
+def test_the_evaluation_sweep_sets_the_explorers_threshold_without_an_error():
+    """Found in Chromium: the button changed a slider this page had drawn (an exception)."""
+    at = new_app()
+    at.switch_page("app_pages/evaluation.py").run()
+    button = next(b for b in at.button if b.label.endswith("as the Explorer's threshold"))
+    best = float(button.label.split()[1])
+    button.click().run()
+    assert not at.exception
+    assert at.title[0].value == "Explorer"
+    slider = next(s for s in at.slider if s.label.startswith("Rolling z-score threshold"))
+    assert slider.value == pytest.approx(best, rel=0.02)
