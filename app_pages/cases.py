@@ -13,6 +13,16 @@ from data.export import to_safe_csv
 from events.kinds import KINDS
 from store.cases import HIGH_RISK_SEVERITY, STATUSES, ConflictError
 
+_NOTICE, _TABLE_VERSION = "_cases_notice", "_cases_table_version"
+
+
+def done(message: str) -> None:
+    """After a change: say what was done on the next run and start the table unselected."""
+    st.session_state[_NOTICE] = message
+    st.session_state[_TABLE_VERSION] = st.session_state.get(_TABLE_VERSION, 0) + 1
+    st.rerun()
+
+
 st.title("Cases")
 log = services.case_log()
 who = services.analyst_name()
@@ -35,7 +45,8 @@ if linked:
             st.text(f"Event id: {linked}")
         else:
             st.subheader("Linked case")
-            st.text(f"{case['symbol']} · {case['kind']} · status {case['status']} · severity {case['severity']:.3f}")
+            st.text(f"{case['symbol']} · {readable_kind(case['kind'])} · status {case['status']} · "
+                    f"severity {case['severity']:.3f}")
             st.text(f"Event id: {linked} · note: {case['note'] or '(none)'}")
 
 with st.sidebar:
@@ -56,13 +67,23 @@ except ValueError as exc:
     st.stop()
 st.text(f"{len(cases)} case{'' if len(cases) == 1 else 's'}. Acting as {who}: every change is recorded "
         "in the audit trail.")
-if cases.empty:
+notice = st.session_state.pop(_NOTICE, None)
+if notice:
+    st.success(notice, icon=":material/check_circle:")
+if cases.empty and (statuses or min_severity or kind or symbol or since) and len(log.list_cases()):
+    st.info("No case matches the filters in the sidebar; widen them (the Status filter leaves out dismissed "
+            "and confirmed cases by default).")
+elif cases.empty:
     st.info("No cases match. Open a case from the Explorer: select an event and save it to the case log.")
 else:
     shown = cases[["event_id", "symbol", "kind", "severity", "start", "status", "assignee", "tags", "note",
                    "version", "updated_at"]]
     shown = shown.assign(kind=shown["kind"].map(readable_kind))
-    picked = st.dataframe(shown, key="cases_table", on_select="rerun", selection_mode="multi-row",
+    # A new key after every change: a saved case can leave the filtered list, and a selection
+    # kept by row position would then point at another case.
+    version = st.session_state.get(_TABLE_VERSION, 0)
+    table_key = f"cases_table_{version}" if version else "cases_table"
+    picked = st.dataframe(shown, key=table_key, on_select="rerun", selection_mode="multi-row",
                           hide_index=True, width="stretch", column_config={
                               "event_id": st.column_config.TextColumn("Event id"),
                               "symbol": st.column_config.TextColumn("Symbol"),
@@ -85,13 +106,12 @@ else:
             new_status = cols[0].selectbox(f"Set status of {len(chosen)} selected case(s)", STATUSES)
             if cols[1].form_submit_button("Apply", width="stretch"):
                 counts = log.bulk_update(list(chosen["event_id"]), who=who, status=new_status)
-                st.success(", ".join(f"{k}: {v}" for k, v in counts.items()))
-                st.rerun()
+                done(f"Set {len(chosen)} case(s) to {new_status}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if len(chosen) == 1:
         case = chosen.iloc[0]
         st.subheader("Selected case")
         st.text(case["event_id"])
-        with st.form("edit_case"):
+        with st.form(f"edit_case_{case['event_id']}"):   # keyed by the case: no values carried over
             cols = st.columns(3)
             status = cols[0].selectbox("Status", STATUSES, index=STATUSES.index(case["status"]))
             assignee = cols[1].text_input("Assignee", value=case["assignee"] or "")
@@ -101,7 +121,7 @@ else:
                 try:
                     log.update(case["event_id"], who=who, expected_version=int(case["version"]), status=status,
                                assignee=assignee, tags=tags, note=note)
-                    st.rerun()
+                    done(f"Case {case['event_id'][:8]} saved as {status}.")
                 except (ConflictError, ValueError) as exc:
                     st.error("Not saved:", icon=":material/error:")
                     st.text(str(exc))

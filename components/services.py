@@ -281,7 +281,7 @@ def analyst_name() -> str:
     user = getattr(st, "user", None)
     if user is not None and user.get("is_logged_in"):
         return str(user.get("email") or user.get("name") or "signed-in user")
-    return state.value(state.ANALYST) or "analyst"
+    return str(state.value(state.ANALYST) or "").strip() or "analyst"   # a name of spaces is no name
 
 
 @st.cache_data(show_spinner="Loading the option chain…", max_entries=16, ttl=900)

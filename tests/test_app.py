@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from components import services
 from detectors.pipeline import DEFAULT_SPECS
 
 pytestmark = pytest.mark.xdist_group("apptest")
@@ -537,3 +538,33 @@ def test_the_evaluation_sweep_sets_the_explorers_threshold_without_an_error():
     assert at.title[0].value == "Explorer"
     slider = next(s for s in at.slider if s.label.startswith("Rolling z-score threshold"))
     assert slider.value == pytest.approx(best, rel=0.02)
+
+
+def test_after_a_save_the_cases_table_starts_unselected_not_on_the_next_row():
+    """Found in Chromium: a saved case left the filtered list and the row selection moved to
+    the next case, whose form then showed the unsaved status."""
+    at = new_app()
+    at.run()
+    for _ in range(2):
+        next(b for b in at.button if b.label == "Next").click().run()
+        next(s for s in at.selectbox if s.label == "Case status").set_value("confirmed")
+        next(b for b in at.button if "Save to case log" in b.label).click().run()
+    at.switch_page("app_pages/cases.py").run()
+    at.multiselect[0].set_value(["confirmed"]).run()
+    assert len(at.dataframe[0].value) == 2
+    first, other = at.dataframe[0].value["event_id"]
+    at.session_state["cases_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    next(s for s in at.selectbox if s.label == "Status").set_value("dismissed")
+    next(b for b in at.button if b.label == "Save").click().run()
+    assert not at.exception
+    assert any(f"Case {first[:8]} saved as dismissed." in s.value for s in at.success)
+    assert list(at.dataframe[0].value["event_id"]) == [other]
+    assert not [h for h in at.subheader if h.value == "Selected case"]   # nothing selected
+    assert services.case_log().get(other)["status"] == "confirmed"
+
+
+def test_a_name_of_spaces_is_no_analyst_name():
+    at = new_app(analyst_name="   ")
+    at.switch_page("app_pages/cases.py").run()
+    assert any("Acting as analyst:" in t.value for t in at.text)
