@@ -98,6 +98,9 @@ else:
                               "version": st.column_config.NumberColumn("Version"),
                               "updated_at": st.column_config.DatetimeColumn("Updated (UTC)",
                                                                             format="YYYY-MM-DD HH:mm:ss")})
+    # The grid's own CSV download is off (client.disableDataExport): it does not neutralise formulas.
+    st.download_button("Download the listed cases (CSV)", to_safe_csv(cases), file_name="cases.csv",
+                       mime="text/csv", on_click="ignore", icon=":material/download:")
     rows = [r for r in picked.selection.rows if 0 <= r < len(cases)]
     chosen = cases.iloc[rows]
     if len(chosen):

@@ -562,6 +562,7 @@ def test_after_a_save_the_cases_table_starts_unselected_not_on_the_next_row():
     assert list(at.dataframe[0].value["event_id"]) == [other]
     assert not [h for h in at.subheader if h.value == "Selected case"]   # nothing selected
     assert services.case_log().get(other)["status"] == "confirmed"
+    assert any(b.label == "Download the listed cases (CSV)" for b in at.get("download_button"))
 
 
 def test_a_name_of_spaces_is_no_analyst_name():
