@@ -30,8 +30,9 @@ if headlines.empty:
     st.stop()
 try:
     with st.spinner(f"Embedding {len(headlines):,} headlines ({embedder_label})…"):
-        scores, default, unit = services.headline_scores(
-            f"{choice.key}|{pd.util.hash_pandas_object(headlines[['headline']]).sum()}", headlines, embedder)
+        # Keyed by the headlines themselves: an uploaded file gets its own default threshold.
+        data_key = f"{choice.key}|{pd.util.hash_pandas_object(headlines[['headline']]).sum()}"
+        scores, default, unit = services.headline_scores(data_key, headlines, embedder)
 except (ValueError, ImportError) as exc:
     problem("error", f"The text detector could not run with the {embedder!r} embedder: pick another "
             "embedder in Settings.", exc)
@@ -42,7 +43,7 @@ if len(headlines) < FEW_HEADLINES:
                f"news looks like here, so most look unusual. Widen the range or upload more (at least {FEW_HEADLINES} "
                "headlines) before trusting a flag.")
 low, high, step = controls.slider_range(scores, default)
-key = state.threshold_key("text_embedding", choice.key)
+key = state.threshold_key("text_embedding", data_key)
 threshold = st.slider(f"Threshold ({unit})", float(low + step), float(high), step=float(step),
                       **state.kept(key, float(round(default / step) * step)),
                       help=f"Default {default:.3f}. Headlines farther than this from ordinary news are flagged.")

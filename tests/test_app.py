@@ -569,3 +569,15 @@ def test_a_name_of_spaces_is_no_analyst_name():
     at = new_app(analyst_name="   ")
     at.switch_page("app_pages/cases.py").run()
     assert any("Acting as analyst:" in t.value for t in at.text)
+
+
+def test_news_threshold_follows_the_headlines_not_the_sidebar_symbol():
+    """Found in Chromium: an uploaded file kept the demo's threshold (every headline flagged)."""
+    at = new_app()
+    at.switch_page("app_pages/news.py").run()
+    at.slider[0].set_value(at.slider[0].max).run()
+    at.session_state["end_date"] = dt.date(2024, 1, 20)    # other headlines, same symbol
+    at.run()
+    assert not at.exception
+    default = float(at.slider[0].help.split()[1].rstrip("."))
+    assert at.slider[0].value == pytest.approx(default, abs=0.02)
