@@ -572,7 +572,8 @@ def test_a_name_of_spaces_is_no_analyst_name():
 
 
 def test_news_threshold_follows_the_headlines_not_the_sidebar_symbol():
-    """Found in Chromium: an uploaded file kept the demo's threshold (every headline flagged)."""
+    """The cut is kept per set of headlines: other headlines start at their own learned default
+    (in Chromium, an uploaded file kept the demo's cut and every headline was flagged)."""
     at = new_app()
     at.switch_page("app_pages/news.py").run()
     at.slider[0].set_value(at.slider[0].max).run()
