@@ -70,7 +70,7 @@ st.text(f"{len(cases)} case{'' if len(cases) == 1 else 's'}. Acting as {who}: ev
 notice = st.session_state.pop(_NOTICE, None)
 if notice:
     st.success(notice, icon=":material/check_circle:")
-if cases.empty and (statuses or min_severity or kind or symbol or since) and len(log.list_cases()):
+if cases.empty and len(log.list_cases()):   # cases exist, so the filters hide them
     st.info("No case matches the filters in the sidebar; widen them (the Status filter leaves out dismissed "
             "and confirmed cases by default).")
 elif cases.empty:

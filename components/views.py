@@ -48,8 +48,9 @@ def load_or_stop(choice: DataChoice) -> pd.DataFrame:
     if choice.source == "csv" and not choice.csv_bytes:
         st.error("The uploaded file is empty (0 bytes): export the candles again and upload that file.")
         st.stop()
-    if choice.range_problem():
-        problem("error", f"Cannot load {literal(choice.symbol) or 'the'} data.", choice.range_problem())
+    range_problem = choice.range_problem()
+    if range_problem:
+        problem("error", f"Cannot load {literal(choice.symbol) or 'the'} data.", range_problem)
         st.stop()
     box = None
     try:
