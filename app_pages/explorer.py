@@ -54,7 +54,7 @@ def analysis() -> dict:
     c3.metric("Highest severity", "–" if events is None or not len(events) else f"{events['severity'].max():.2f}",
               help=None if events is None or not len(events) else rarity_text(events["severity"].max()).capitalize()
               + " on this series.")
-    c4.metric("Top kind",
+    c4.metric("Most common kind",
               "–" if events is None or not len(events) else tables.readable_kind(events["kind"].mode().iat[0]))
 
     if events is None:

@@ -11,8 +11,8 @@ from components import controls, services, state
 from components import scan as scan_ui
 from components.tables import readable_detectors, readable_kind
 from data import MAX_SYMBOL_LENGTH
+from data.demo import MAX_UNIVERSE
 from data.export import to_safe_csv
-from scan.universe import MAX_DEMO_SYMBOLS
 from store.watchlists import load_watchlists, save_watchlist
 
 st.title("Scanner")
@@ -29,7 +29,7 @@ kinds = ["Watchlist", "Demo universe"] if choice.source == "demo" else ["Watchli
 what = st.radio("Universe", kinds, horizontal=True, key="scan_universe_kind") if len(kinds) > 1 else kinds[0]
 if what == "Demo universe":
     count = int(st.number_input("Synthetic symbols (DEMO-0001 ...), each with labelled injected events",
-                                1, MAX_DEMO_SYMBOLS, 50, step=10, key="scan_universe_size"))
+                                1, MAX_UNIVERSE, 50, step=10, key="scan_universe_size"))
     universe: str | list[str] = f"demo:{count}"
 else:
     saved = load_watchlists(log=services.case_log())
@@ -141,20 +141,19 @@ result = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode=
                           "events": st.column_config.NumberColumn("Events"),
                           "recent_events": st.column_config.NumberColumn("Recent events"),
                           "last_event": when("Last event (UTC)"),
-                          "top_kind": st.column_config.TextColumn("Top kind"),
+                          "top_kind": st.column_config.TextColumn(
+                              "Worst event's kind", help="Kind of the event with the highest severity"),
                           "last_close": st.column_config.NumberColumn("Last close", format="%.2f"),
                           "return_pct": st.column_config.NumberColumn("Return %", format="%+.2f"),
                           "error": st.column_config.TextColumn("Problem")})
 st.download_button("Summary (CSV)", to_safe_csv(summary), file_name="scan-summary.csv", mime="text/csv")
 rows = [r for r in result.selection.rows if 0 <= r < len(table)]
-if rows and not table.iloc[rows[0]]["error"]:
-    symbol = str(table.iloc[rows[0]]["symbol"])
-    target, seed = scan_ui.explorer_target(symbol, int(status.get("seed", choice.seed)))
-
+symbol = str(table.iloc[rows[0]]["symbol"]) if rows and not table.iloc[rows[0]]["error"] else ""
+view = scan_ui.explorer_view(status, symbol) if symbol else {}
+if view:
     def open_in_explorer() -> None:
-        state.set_value(state.SYMBOL, target)
-        if status.get("source") == "demo":
-            state.set_value(state.SEED, seed)
+        for key, value in view.items():
+            state.set_value(key, value)
 
     if st.button(f"Open {symbol} in the Explorer", icon=":material/open_in_new:", on_click=open_in_explorer):
         st.switch_page("app_pages/explorer.py")

@@ -76,7 +76,7 @@ CONTROLS = (
     'side.selectbox("Combine detectors", ["max", "mean", "vote"])\n'
     'side.toggle("News context", True); side.toggle("Explanations", True)\n'
     'for name in ("Pump", "Crash"): side.slider(f"{name} cut", 0.0, 1.0, 0.5)\n'
-    'for col, label in zip(st.columns(4), ("Candles", "Events", "Highest", "Top kind")): col.metric(label, 1)\n'
+    'for col, label in zip(st.columns(4), ("Candles", "Events", "Highest", "Most common kind")): col.metric(label, 1)\n'
 )
 EVENTS = (
     'table = pd.DataFrame({"start": idx[:40], "kind": ["spike"] * 40, "severity": np.linspace(0, 1, 40)})\n'

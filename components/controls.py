@@ -128,11 +128,16 @@ def render_data_controls(sidebar=None) -> DataChoice:
         symbol = csv_name.rsplit(".", 1)[0] if csv_name else ""
     else:
         if source == "demo":
-            from data.demo import DEMO_SYMBOLS
-            if state.value(state.SYMBOL) not in DEMO_SYMBOLS:
-                state.set_value(state.SYMBOL, DEFAULT_SYMBOL["demo"])
-            symbol = box.selectbox("Symbol", list(DEMO_SYMBOLS), **state.kept(state.SYMBOL, DEFAULT_SYMBOL[source]),
-                                   help="Synthetic markets with labelled manipulation events.")
+            from data.demo import DEMO_SYMBOLS, is_demo_symbol
+            kept = state.value(state.SYMBOL)
+            if not isinstance(kept, str) or not is_demo_symbol(kept):
+                kept = DEFAULT_SYMBOL["demo"]
+                state.set_value(state.SYMBOL, kept)
+            # A universe name (DEMO-0004) opened from the Scanner is offered beside the market's symbols.
+            names = list(DEMO_SYMBOLS) + ([] if kept in DEMO_SYMBOLS else [kept])
+            symbol = box.selectbox("Symbol", names, **state.kept(state.SYMBOL, DEFAULT_SYMBOL[source]),
+                                   help="Synthetic markets with labelled manipulation events. DEMO-0001 .. "
+                                        "are the Scanner's demo universe.")
             seed = int(box.number_input("Demo seed", 0, 10_000, step=1, **state.kept(state.SEED, 1)))
         else:
             symbol = box.text_input("Symbol", max_chars=MAX_SYMBOL_LENGTH,

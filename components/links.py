@@ -64,10 +64,10 @@ def apply_params(params: Mapping[str, str]) -> list[str]:
         state.set_value(key, parsed)
 
     take("src", state.SOURCE, str, lambda v: v in SOURCE_LABELS)
-    from data.demo import DEMO_SYMBOLS
+    from data.demo import is_demo_symbol
     on_demo = state.value(state.SOURCE, "demo") == "demo"
     take("sym", state.SYMBOL, lambda v: v.strip().upper(),
-         lambda v: 0 < len(v) <= MAX_SYMBOL_LENGTH and (v in DEMO_SYMBOLS or not on_demo))
+         lambda v: 0 < len(v) <= MAX_SYMBOL_LENGTH and (is_demo_symbol(v) or not on_demo))
     take("iv", state.INTERVAL, str, lambda v: v in ("1m", "5m", "15m", "30m", "1h", "4h", "1d"))
     take("from", state.START, dt.date.fromisoformat)
     take("to", state.END, dt.date.fromisoformat)

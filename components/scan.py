@@ -9,11 +9,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 
 import detectors
+from components import state
 from components.controls import DataChoice, DetectorChoice
 from data import MAX_SYMBOL_LENGTH, DataError, load_candles
 from detectors.calibration import rarity_text
@@ -130,11 +131,27 @@ def scan_results(report: str | Path) -> tuple[pd.DataFrame | None, pd.DataFrame 
     return load_summary(report), load_events(report)
 
 
-def explorer_target(symbol: str, seed: int) -> tuple[str, int]:
-    """(symbol, demo seed) that opens a scanned symbol in the Explorer (universe names such as
-    DEMO-0007 are a demo symbol at their own seed)."""
-    from scan.universe import demo_spec
-    return demo_spec(symbol, seed)
+def explorer_view(status: dict, symbol: str) -> dict[str, Any]:
+    """Sidebar values (``components.state`` keys) that open a scanned symbol in the Explorer
+    as the scan saw it: its source, seed, interval, range and detectors, so the Explorer's
+    events are the scan's, with the same ids in the case log. A universe name such as
+    DEMO-0007 is a demo symbol of its own (``data.demo.demo_spec``). Empty for a source the
+    Explorer does not load."""
+    if status.get("source") not in ("demo", "yahoo", "bybit"):
+        return {}                   # a scan of a CSV folder (from the command line) has no Explorer source
+    view: dict[str, Any] = {state.SOURCE: status.get("source"), state.SYMBOL: symbol,
+                            state.INTERVAL: status.get("interval")}
+    if status.get("source") == "demo":
+        view[state.SEED] = int(status.get("seed", 7))
+    try:
+        view[state.START] = pd.Timestamp(status["start"]).date()
+        view[state.END] = (pd.Timestamp(status["end"]) - pd.Timedelta(days=1)).date()   # the scan's end is exclusive
+    except (KeyError, TypeError, ValueError):
+        pass                        # a scan over the default range: the Explorer keeps its own
+    names = list(status.get("detectors") or [])
+    if names and set(names) <= set(detectors.available("candles")):
+        view[state.DETECTORS] = names
+    return {k: v for k, v in view.items() if v is not None}
 
 
 # ---- alert rules (kept in the case database) ---------------------------------------------

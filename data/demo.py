@@ -12,6 +12,7 @@ in multiples of the local volatility. Everything is a pure function of
 from __future__ import annotations
 
 import hashlib
+import re
 import string
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -21,7 +22,8 @@ import pandas as pd
 
 from data import EARLIEST, INTERVALS, CandleQuery, DataError, parse_time_range, validate_candles
 
-__all__ = ["DEMO_SYMBOLS", "DEMO_INTERVALS", "LABEL_KINDS", "DemoMarket", "demo_market", "fetch_raw", "to_frame"]
+__all__ = ["DEMO_SYMBOLS", "DEMO_INTERVALS", "LABEL_KINDS", "UNIVERSE_BASES", "MAX_UNIVERSE", "DemoMarket",
+           "demo_market", "demo_spec", "is_demo_symbol", "fetch_raw", "to_frame"]
 
 #: Ground-truth event kinds, in the order they are first cycled through.
 LABEL_KINDS = ("pump_and_dump", "flash_crash", "volume_surge", "news_gap", "data_error",
@@ -66,6 +68,16 @@ _SPECS: dict[str, _SymbolSpec] = {
 #: Demo symbols: name -> short description.
 DEMO_SYMBOLS: dict[str, str] = {name: spec.description for name, spec in _SPECS.items()}
 
+#: Universe names ``DEMO-0001`` .. ``DEMO-{MAX_UNIVERSE}`` (the scanner's demo universe) are
+#: these 24/7 specs in turn, each at a seed derived from (seed, number): every symbol has the
+#: same bars per range (the stock-like DEMO and ACME trade 6.5 h a weekday). The Explorer and the
+#: scanner load a universe name the same way, so its events keep their ids in the case log.
+UNIVERSE_BASES = ("DEMO-USD", "PUMPCOIN")
+#: Most universe names: a typo such as demo:100000000000 would otherwise build a list until
+#: memory runs out.
+MAX_UNIVERSE = 10_000
+_UNIVERSE_NAME = re.compile(r"DEMO-(\d{4,})")
+
 
 @dataclass(frozen=True, eq=False)
 class DemoMarket:
@@ -86,6 +98,22 @@ class DemoMarket:
 
 # --------------------------------------------------------------------------- public API
 
+def demo_spec(symbol: str, seed: int = 7) -> tuple[str, int]:
+    """(demo market symbol, seed) behind a universe name; other symbols keep ``seed``."""
+    match = _UNIVERSE_NAME.fullmatch(symbol)
+    if not match or not 1 <= int(match.group(1)) <= MAX_UNIVERSE:
+        return symbol, seed
+    number = int(match.group(1))
+    digest = hashlib.sha256(f"{seed}:{number}".encode()).digest()
+    # Seeds stay within the Explorer's seed box (0-10,000).
+    return UNIVERSE_BASES[(number - 1) % len(UNIVERSE_BASES)], int.from_bytes(digest[:4], "big") % 10_001
+
+
+def is_demo_symbol(symbol: str) -> bool:
+    """A demo market symbol or a universe name (``DEMO-0001`` ..)."""
+    return demo_spec(symbol)[0] in _SPECS
+
+
 def demo_market(seed: int = 7, symbol: str = "DEMO", start: Any = None, end: Any = None,
                 interval: str = "1h") -> DemoMarket:
     """Generate the demo market for ``symbol`` between ``start`` (inclusive) and ``end``
@@ -95,20 +123,22 @@ def demo_market(seed: int = 7, symbol: str = "DEMO", start: Any = None, end: Any
     arguments always give identical frames. Raises DataError for an unknown symbol or
     interval, an empty range, or a range of more than 500,000 bars.
     """
-    spec = _spec(symbol)
+    base, base_seed = demo_spec(symbol, seed)
+    spec = _spec(base)
     if interval not in DEMO_INTERVALS:
         raise DataError(f"The demo market has no {interval!r} bars; choose one of "
                         f"{', '.join(DEMO_INTERVALS)}.")
     start_ts, end_ts = _resolve_range(spec, interval, start, end)
     grid = _bar_grid(spec, interval, start_ts, end_ts)
-    rngs = [np.random.default_rng(s) for s in _seed_sequence(seed, symbol, interval).spawn(3)]
+    rngs = [np.random.default_rng(s) for s in _seed_sequence(base_seed, base, interval).spawn(3)]
     path = _simulate(spec, grid, rngs[0])
     events = _plan_events(spec, grid, rngs[1])
     _inject_events(path, events, grid, rngs[1])
     frame = _to_candles(spec, path, events).set_axis(grid.index)
     frame.attrs = {"symbol": symbol, "source": "demo", "interval": interval}
     candles = validate_candles(frame, symbol=symbol, source="demo", interval=interval)
-    candles.attrs["notice"] = (f"Synthetic demo data (seed {seed}) with {len(events)} "
+    made_of = f"{base} at seed {base_seed}" if base != symbol else f"seed {seed}"
+    candles.attrs["notice"] = (f"Synthetic demo data ({made_of}) with {len(events)} "
                                "injected, labelled events.")
     labels = _labels(events, grid.index)
     headlines = _headlines(spec, symbol, grid, candles, events, start_ts, end_ts, rngs[2])
@@ -145,7 +175,8 @@ class _Grid:
 
 def _spec(symbol: str) -> _SymbolSpec:
     if symbol not in _SPECS:
-        raise DataError(f"Unknown demo symbol {symbol!r}; choose one of {', '.join(_SPECS)}.")
+        raise DataError(f"Unknown demo symbol {symbol!r}; choose one of {', '.join(_SPECS)}, or a "
+                        f"universe name DEMO-0001 to DEMO-{MAX_UNIVERSE}.")
     return _SPECS[symbol]
 
 

@@ -1,15 +1,13 @@
 """Universes (which symbols a scan covers) and how one symbol's candles are loaded.
 
 ``demo:N`` is N synthetic symbols ``DEMO-0001`` .. with labelled injected events, built from
-``data.demo``: each name maps to one of the demo market's symbol specs and a seed derived from
-(base seed, number), so the universe is the same on every machine and the scan's recall can
-be measured against the labels.
+``data.demo`` (``demo_spec``): each name is one of the demo market's symbol specs at a seed derived
+from (base seed, number), so the universe is the same on every machine, the Explorer opens the
+same symbol, and the scan's recall can be measured against the labels.
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,37 +15,20 @@ from typing import Any
 import pandas as pd
 
 from data import DataError, check_symbol, load_candles, parse_time_range
+from data.demo import MAX_UNIVERSE, demo_market
 
-__all__ = ["SOURCES", "DEMO_BASES", "parse_universe", "demo_universe", "demo_spec", "load_symbol"]
+__all__ = ["SOURCES", "parse_universe", "demo_universe", "load_symbol"]
 
 #: Scan sources: the data layer's market sources plus a folder of ``SYMBOL.csv`` files.
 SOURCES = ("demo", "yahoo", "bybit", "csv-folder")
-#: The demo specs a universe cycles through: the 24/7 ones, so every symbol has the same bars
-#: per range (the stock-like DEMO and ACME trade 6.5 h a weekday: a short range is too short).
-DEMO_BASES = ("DEMO-USD", "PUMPCOIN")
-_DEMO_NAME = re.compile(r"DEMO-(\d{4,})")
-#: Most symbols a demo universe may have (the Scanner page's limit too): a typo such as
-#: demo:100000000000 would otherwise build a list until memory runs out.
-MAX_DEMO_SYMBOLS = 10_000
 
 
 def demo_universe(n: int) -> list[str]:
-    """``DEMO-0001`` .. ``DEMO-{n:04d}``, at most ``MAX_DEMO_SYMBOLS``."""
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_DEMO_SYMBOLS:
-        raise ValueError(f"A demo universe has 1 to {MAX_DEMO_SYMBOLS:,} symbols, e.g. demo:50; "
+    """``DEMO-0001`` .. ``DEMO-{n:04d}``, at most ``MAX_UNIVERSE``."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_UNIVERSE:
+        raise ValueError(f"A demo universe has 1 to {MAX_UNIVERSE:,} symbols, e.g. demo:50; "
                          f"got {n!r}.")
     return [f"DEMO-{i:04d}" for i in range(1, n + 1)]
-
-
-def demo_spec(symbol: str, seed: int = 7) -> tuple[str, int]:
-    """(demo market symbol, seed) behind a universe name; other demo symbols keep ``seed``."""
-    match = _DEMO_NAME.fullmatch(symbol)
-    if not match:
-        return symbol, seed
-    number = int(match.group(1))
-    digest = hashlib.sha256(f"{seed}:{number}".encode()).digest()
-    # Seeds stay within the Explorer's seed box (0-10,000), so any universe symbol opens there.
-    return DEMO_BASES[(number - 1) % len(DEMO_BASES)], int.from_bytes(digest[:4], "big") % 10_001
 
 
 def parse_universe(spec: str) -> list[str]:
@@ -110,11 +91,9 @@ def load_symbol(source: str, symbol: str, interval: str, start: Any, end: Any, *
     demo source, its labelled events (else None)."""
     labels = None
     if source == "demo":
-        from data.demo import demo_market
-        base, base_seed = demo_spec(symbol, seed)
         check_symbol(symbol)
         start, end = (None, None) if start is None and end is None else parse_time_range(start, end)
-        market = demo_market(seed=base_seed, symbol=base, start=start, end=end, interval=interval)
+        market = demo_market(seed=seed, symbol=symbol, start=start, end=end, interval=interval)
         candles, labels = market.candles, market.labels
     elif source == "csv-folder":
         if not folder:

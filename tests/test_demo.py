@@ -377,3 +377,17 @@ def test_any_start_and_end_give_candles_or_a_data_error(start, end, interval):
         assert str(exc)
         return
     assert candles.index.is_monotonic_increasing and len(candles) > 0
+
+
+def test_a_universe_name_is_its_demo_symbol_at_its_own_seed():
+    """DEMO-0004 loads the same bars in the scanner and the Explorer, under its own name."""
+    from data.demo import demo_spec, is_demo_symbol
+    base, seed = demo_spec("DEMO-0004", 7)
+    named = demo_market(seed=7, symbol="DEMO-0004", start="2024-01-01", end="2024-01-08")
+    plain = demo_market(seed=seed, symbol=base, start="2024-01-01", end="2024-01-08")
+    assert (named.candles.values == plain.candles.values).all()
+    assert named.candles.attrs["symbol"] == "DEMO-0004" and base in named.candles.attrs["notice"]
+    assert [is_demo_symbol(s) for s in ("DEMO-0004", "DEMO-10000", "DEMO-0000", "DEMO-10001", "NOPE")] == \
+        [True, True, False, False, False]
+    with pytest.raises(DataError, match="universe name DEMO-0001 to DEMO-10000"):
+        demo_market(symbol="DEMO-0000")

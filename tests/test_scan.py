@@ -1,5 +1,6 @@
 """Watchlist scanning on the demo market and watchlist storage."""
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
@@ -35,8 +36,6 @@ def test_watchlists_round_trip():
 # ---- the Scanner page: the batch job in the background ----------------------------------------
 
 def _scanner(at_start=dt.date(2024, 1, 1), at_end=dt.date(2024, 1, 14)):
-    from pathlib import Path
-
     from streamlit.testing.v1 import AppTest
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=180)
     at.secrets["test"] = "1"
@@ -66,6 +65,28 @@ def test_scanner_page_scans_in_the_background_and_a_new_session_sees_the_result(
     assert not again.exception
     assert again.dataframe[0].value.equals(table)
     assert again.selectbox(key="scan_pick").value == at.selectbox(key="scan_pick").value
+
+    # Opening a scanned symbol shows the scan's events in the Explorer, under the same ids, so
+    # the case log knows them (it used to open the generator symbol behind DEMO-0002 instead).
+    from components.scan import explorer_view, scan_results
+    from scan.job import read_status
+    report = at.selectbox(key="scan_pick").value
+    summary, scanned = scan_results(report)
+
+    view = explorer_view(read_status(report), "DEMO-0002")
+    assert view["symbol"] == "DEMO-0002" and view["end_date"] == dt.date(2024, 1, 14)
+    from streamlit.testing.v1 import AppTest
+    explorer = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=180)
+    explorer.secrets["test"] = "1"
+    for key, value in {**view, "events_table_open": True}.items():   # as the button's callback leaves them
+        explorer.session_state[key] = value
+    explorer.run()
+    assert not explorer.exception, explorer.exception
+    assert explorer.selectbox(key="symbol").value == "DEMO-0002"
+    shown = explorer.dataframe[0].value
+    mine = scanned[scanned["symbol"] == "DEMO-0002"]
+    assert len(mine) and sorted(shown["start"]) == sorted(mine["start"])
+    assert (shown["status"] == "new").all()   # every one is the scan's case in the case log
 
 
 def test_alert_rules_are_set_on_the_scanner_page_and_kept_in_the_case_database():
@@ -174,8 +195,9 @@ def test_demo_universe_size_is_bounded(spec, message):
 
 
 def test_demo_universe_up_to_the_cap():
-    from scan.universe import MAX_DEMO_SYMBOLS, demo_universe, parse_universe
-    assert parse_universe(f"demo:{MAX_DEMO_SYMBOLS}")[-1] == "DEMO-10000"
+    from data.demo import MAX_UNIVERSE
+    from scan.universe import demo_universe, parse_universe
+    assert parse_universe(f"demo:{MAX_UNIVERSE}")[-1] == "DEMO-10000"
     with pytest.raises(ValueError, match="10,000"):
         demo_universe(True)
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from data.demo import demo_spec
 from scan import background
 from scan.cli import main
 from scan.job import ScanConfig, TokenBucket, read_status, run_scan, start_ray
-from scan.universe import demo_spec, demo_universe, load_symbol, parse_universe
+from scan.universe import demo_universe, load_symbol, parse_universe
 from store.cases import CaseLog
 
 ray = pytest.importorskip("ray")
