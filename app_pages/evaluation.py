@@ -36,6 +36,7 @@ if labels is None or labels.empty:
 kinds = st.multiselect("Label kinds to evaluate against", sorted(labels["kind"].unique()),
                        default=sorted(labels["kind"].unique()), format_func=readable_kind)
 if not kinds:
+    st.info("Choose at least one label kind above: recall and precision are measured against those labels.")
     st.stop()
 if not labels_in_range(candles.index, labels, kinds=kinds):
     chosen_labels = labels[labels["kind"].isin(kinds)]

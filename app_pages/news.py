@@ -60,10 +60,16 @@ if search:
 if sources:
     view = view[view["source"].isin(sources)]
 
+filtered = len(view) < len(table)
 m = st.columns(3)
-m[0].metric("Headlines", f"{len(table):,}")
-m[1].metric("Flagged", int(table["flagged"].sum()))
+m[0].metric("Headlines", f"{len(view):,} of {len(table):,}" if filtered else f"{len(table):,}")
+m[1].metric("Flagged", f"{int(view['flagged'].sum())} of {int(table['flagged'].sum())}" if filtered
+            else int(table["flagged"].sum()))
 m[2].metric("Embedder", embedder_label)
+if view.empty:
+    st.info(f"None of the {len(table):,} headlines matches these filters: clear 'Flagged only', the "
+            "words in 'Contains' or the outlets.")
+    st.stop()
 fig = go.Figure()
 for flagged, colour, name in ((False, "#8a97ab", "Ordinary"), (True, "#c4161c", "Flagged")):
     part = view[view["flagged"] == flagged]
@@ -73,6 +79,8 @@ for flagged, colour, name in ((False, "#8a97ab", "Ordinary"), (True, "#c4161c", 
                              hovertemplate="%{x}<br>%{customdata[1]}<br>%{customdata[0]}<br>score %{y:.3f}"
                                            "<extra></extra>"))
 fig.add_hline(y=threshold, line=dict(dash="dash", color="#c4161c"))
+# The whole range stays on the time axis, so a filter shows where its headlines fall.
+fig.update_xaxes(range=[table["timestamp"].min(), table["timestamp"].max()])
 fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10), yaxis_title=unit,
                   legend=dict(orientation="h", y=1.08))
 st.plotly_chart(fig, key="news_timeline")

@@ -313,6 +313,21 @@ def test_news_page_flags_promotional_headlines_and_threshold_filters():
     assert int(next(m for m in at.metric if m.label == "Flagged").value) < flagged
 
 
+def test_news_filters_are_counted_and_a_filter_with_no_match_says_so():
+    """Found in Chromium: the counts ignored the filters, and no match drew an empty chart."""
+    at = new_app()
+    at.switch_page("app_pages/news.py").run()
+    total = int(next(m for m in at.metric if m.label == "Headlines").value)
+    next(t for t in at.toggle if t.label == "Flagged only").set_value(True).run()
+    flagged = int(next(m for m in at.metric if m.label == "Flagged").value.split(" of ")[0])
+    assert next(m for m in at.metric if m.label == "Headlines").value == f"{flagged:,} of {total:,}"
+    next(t for t in at.text_input if t.label == "Contains").set_value("zzzz-no-such-word").run()
+    assert not at.exception
+    assert next(m for m in at.metric if m.label == "Headlines").value == f"0 of {total:,}"
+    assert any("matches these filters" in i.value for i in at.info)
+    assert not at.get("plotly_chart")
+
+
 def test_news_page_says_when_too_few_headlines_make_flags_meaningless():
     at = new_app(end_date=dt.date(2024, 1, 4))
     at.switch_page("app_pages/news.py").run()
@@ -538,6 +553,15 @@ def test_the_evaluation_sweep_sets_the_explorers_threshold_without_an_error():
     assert at.title[0].value == "Explorer"
     slider = next(s for s in at.slider if s.label.startswith("Rolling z-score threshold"))
     assert slider.value == pytest.approx(best, rel=0.02)
+
+
+def test_evaluation_with_no_label_kind_chosen_says_what_to_do():
+    """Found in Chromium: removing every label kind left a blank page."""
+    at = new_app()
+    at.switch_page("app_pages/evaluation.py").run()
+    next(m for m in at.multiselect if m.label.startswith("Label kinds")).set_value([]).run()
+    assert not at.exception
+    assert any("Choose at least one label kind" in i.value for i in at.info)
 
 
 def test_after_a_save_the_cases_table_starts_unselected_not_on_the_next_row():
