@@ -41,6 +41,23 @@ if assessment.source != "built-in":
     else:
         st.metric("Risk, blended with the model (0.6 statistical + 0.4 model)", f"{assessment.risk:.2f}")
 
+#: Headers of both contract tables, in the page's words.
+CONTRACT_COLUMNS = {
+    "contract": st.column_config.TextColumn("Contract"),
+    "type": st.column_config.TextColumn("Type"),
+    "expiry": st.column_config.DateColumn("Expiry"),
+    "days_to_expiry": st.column_config.NumberColumn("Days to expiry", format="%.1f"),
+    "strike": st.column_config.NumberColumn("Strike"),
+    "last_price": st.column_config.NumberColumn("Last price", format="%.2f"),
+    "volume": st.column_config.NumberColumn("Volume"),
+    "open_interest": st.column_config.NumberColumn("Open interest"),
+    "vol_oi_ratio": st.column_config.NumberColumn("Vol / OI", format="%.1f"),
+    "implied_volatility": st.column_config.NumberColumn("IV", format="%.2f"),
+    "last_trade": st.column_config.DatetimeColumn("Last trade (UTC)", format="YYYY-MM-DD HH:mm"),
+    "in_the_money": st.column_config.CheckboxColumn("In the money"),
+    "reasons": st.column_config.TextColumn("Why unusual"),
+}
+
 st.subheader("Flagged contracts")
 flagged = result.contracts[result.contracts["unusual"]].copy()
 flagged.attrs = {}   # the chain's metadata (spot, fetch time) is not table data
@@ -49,18 +66,7 @@ if flagged.empty:
 else:
     st.dataframe(flagged[["contract", "type", "expiry", "strike", "volume", "open_interest", "vol_oi_ratio",
                           "implied_volatility", "last_trade", "reasons"]],
-                 hide_index=True, width="stretch",
-                 column_config={"contract": st.column_config.TextColumn("Contract"),
-                                "type": st.column_config.TextColumn("Type"),
-                                "expiry": st.column_config.DateColumn("Expiry"),
-                                "strike": st.column_config.NumberColumn("Strike"),
-                                "volume": st.column_config.NumberColumn("Volume"),
-                                "open_interest": st.column_config.NumberColumn("Open interest"),
-                                "vol_oi_ratio": st.column_config.NumberColumn("Vol / OI", format="%.1f"),
-                                "implied_volatility": st.column_config.NumberColumn("IV", format="%.2f"),
-                                "last_trade": st.column_config.DatetimeColumn("Last trade (UTC)",
-                                                                              format="YYYY-MM-DD HH:mm"),
-                                "reasons": st.column_config.TextColumn("Why unusual")})
+                 hide_index=True, width="stretch", column_config=CONTRACT_COLUMNS)
 
 st.subheader("Volume by strike and expiry")
 side = st.radio("Side", ["calls", "puts", "both"], horizontal=True)
@@ -77,4 +83,4 @@ st.plotly_chart(fig, key="options_heatmap")
 with st.expander("Whole chain"):
     whole = chain.copy()
     whole.attrs = {}
-    st.dataframe(whole, hide_index=True, width="stretch")
+    st.dataframe(whole, hide_index=True, width="stretch", column_config=CONTRACT_COLUMNS)

@@ -199,11 +199,15 @@ def test_empty_range_is_a_clear_error():
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_every_page_runs_on_the_demo(page):
+def test_every_page_runs_on_the_demo_and_names_its_columns_in_words(page):
     at = new_app()
     at.run()
     at.switch_page(page).run()
     assert not at.exception, at.exception
+    for table in at.dataframe:     # a header such as days_to_expiry is a raw name
+        config = json.loads(table.proto.columns or "{}")
+        raw = [c for c in table.value.columns if "_" in str(c) and not config.get(str(c), {}).get("label")]
+        assert not raw, raw
 
 
 def test_sign_in_required_when_auth_is_configured():
