@@ -211,8 +211,9 @@ def render_threshold_slider(name: str, unit: str, scores: pd.Series, default: fl
     key = state.threshold_key(name, fit_key)
     fallback = float(min(max(default, low + step), high))
     pending = st.session_state.get("_pending_thresholds", {})
-    if name in pending:   # a link or saved view names this cut: use it once, within the range
-        state.set_value(key, float(min(max(round(pending.pop(name) / step) * step, low + step), high)))
+    if name in pending:   # a link or saved view names this cut: use it once, as it is (a reload
+        # must flag what the link's view flagged), within the range
+        state.set_value(key, float(min(max(pending.pop(name), low + step), high)))
     if not low < state.value(key, fallback) <= high:
         state.set_value(key, fallback)
     value = box.slider(f"{detector_label(name)} threshold ({unit})", float(low + step), high,

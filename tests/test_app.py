@@ -39,6 +39,11 @@ def chart_spec(at: AppTest, which: int = 0) -> dict:
     return json.loads(charts[which].proto.spec)
 
 
+def link_of(at: AppTest) -> dict[str, str]:
+    """The page's URL parameters, one value each."""
+    return {k: v[0] if isinstance(v, list) else v for k, v in ((k, at.query_params[k]) for k in at.query_params)}
+
+
 def events_count(at: AppTest) -> int:
     return int(next(m for m in at.metric if m.label == "Events").value)
 
@@ -426,8 +431,7 @@ def test_the_url_carries_the_view_and_a_link_restores_it():
     cut = round(slider.value + 1.0, 1)
     slider.set_value(cut).run()
     open_first_event(at)
-    link = {k: at.query_params[k][0] if isinstance(at.query_params[k], list) else at.query_params[k]
-            for k in at.query_params}
+    link = link_of(at)
     assert link["src"] == "demo" and link["det"] == "zscore,pump_dump" and link["from"] == "2024-01-01"
     assert float(link["t.zscore"]) == pytest.approx(cut, abs=0.05) and len(link["ev"]) == 16
 
@@ -440,6 +444,23 @@ def test_the_url_carries_the_view_and_a_link_restores_it():
     restored = next(s for s in fresh.slider if s.label.startswith("Rolling z-score threshold"))
     assert restored.value == pytest.approx(float(link["t.zscore"]), abs=0.05)
     assert any(c.value == "Evidence" for c in fresh.caption)       # the linked event is open
+
+
+def test_a_link_of_the_default_view_restores_its_exact_thresholds():
+    """Found in Chromium: a reload moved a learned default cut (4.98) onto the slider's step (5.0),
+    so the reloaded view could flag other bars than the one shared."""
+    at = new_app()
+    at.run()
+    link = link_of(at)
+    fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    fresh.secrets["test"] = "1"
+    fresh.query_params.update(link)
+    fresh.run()
+    assert not fresh.exception
+    again = link_of(fresh)
+    assert {k: v for k, v in again.items() if k.startswith("t.")} == {k: v for k, v in link.items()
+                                                                     if k.startswith("t.")}
+    assert events_count(fresh) == events_count(at)
 
 
 def test_a_hostile_link_is_ignored_and_named():
