@@ -143,11 +143,10 @@ def explorer_view(status: dict, symbol: str) -> dict[str, Any]:
                             state.INTERVAL: status.get("interval")}
     if status.get("source") == "demo":
         view[state.SEED] = int(status.get("seed", 7))
-    try:
-        view[state.START] = pd.Timestamp(status["start"]).date()
-        view[state.END] = (pd.Timestamp(status["end"]) - pd.Timedelta(days=1)).date()   # the scan's end is exclusive
-    except (KeyError, TypeError, ValueError):
-        pass                        # a scan over the default range: the Explorer keeps its own
+    start, end = (pd.to_datetime(status.get(k) or None, errors="coerce") for k in ("start", "end"))
+    if pd.notna(start) and pd.notna(end):   # else a scan over the default range: the Explorer keeps its own
+        view[state.START] = start.date()
+        view[state.END] = (end - pd.Timedelta(days=1)).date()   # the scan's end is exclusive
     names = list(status.get("detectors") or [])
     if names and set(names) <= set(detectors.available("candles")):
         view[state.DETECTORS] = names

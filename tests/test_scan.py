@@ -209,3 +209,16 @@ def test_a_symbol_too_long_is_named_not_dropped_silently():
     assert any("over 32 characters" in w.value for w in at.warning)
     assert any(("Q" * 40 + "…") in t.value for t in at.text)
     assert any(b.label == "Scan 1 symbols" for b in at.button)
+
+
+@pytest.mark.parametrize("status, expected", [
+    ({"source": "demo", "interval": "1d", "start": "", "end": "", "seed": 3, "detectors": ["zscore"]},
+     {"source": "demo", "symbol": "DEMO-0001", "interval": "1d", "demo_seed": 3, "detectors": ["zscore"]}),
+    ({"source": "yahoo", "interval": "1h", "start": "2024-01-01", "end": "2024-02-01", "detectors": ["nope"]},
+     {"source": "yahoo", "symbol": "DEMO-0001", "interval": "1h", "start_date": dt.date(2024, 1, 1),
+      "end_date": dt.date(2024, 1, 31)}),
+    ({"source": "csv-folder", "interval": "1h"}, {}),
+])
+def test_explorer_view_of_a_scan_takes_only_what_the_explorer_can_show(status, expected):
+    from components.scan import explorer_view
+    assert explorer_view(status, "DEMO-0001") == expected
