@@ -89,7 +89,8 @@ else:
                               "symbol": st.column_config.TextColumn("Symbol"),
                               "kind": st.column_config.TextColumn("Kind"),
                               "severity": st.column_config.ProgressColumn(
-                                  "Severity", min_value=0.0, max_value=1.0, format="%.2f"),
+                                  "Severity", min_value=0.0, max_value=1.0, format="%.2f",
+                                  help="The detection's severity, before news context."),
                               "start": st.column_config.DatetimeColumn("Start (UTC)", format="YYYY-MM-DD HH:mm"),
                               "status": st.column_config.TextColumn("Status"),
                               "assignee": st.column_config.TextColumn("Assignee"),

@@ -28,7 +28,8 @@ EVIDENCE_FIELDS = [("return_pct", "Return over event (%)"), ("max_move_pct", "La
                    ("z_volume", "Peak volume z"), ("price_before", "Price before"),
                    ("price_end", "Price at end"), ("n_bars", "Bars"), ("peak_detector", "Peak detector"),
                    ("peak_score", "Peak score"), ("detectors", "Detectors that fired"),
-                   ("context_note", "News context")]
+                   ("context_note", "News context"),
+                   ("severity_raw", "Severity before news context (the case log's)")]
 
 
 def readable_kind(kind: str) -> str:
@@ -209,6 +210,15 @@ def render_exports(events: pd.DataFrame, figures: tuple, name: str) -> None:
                             on_click="ignore", icon=":material/monitoring:")
 
 
+def case_record(event: pd.Series) -> pd.DataFrame:
+    """The event as the case log records it: with the detection's severity, before news context,
+    as the batch scan records it too, so a case has one severity whoever opened it first."""
+    record = event.to_frame().T
+    if "severity_raw" in record and pd.notna(event["severity_raw"]):
+        record["severity"] = event["severity_raw"]
+    return record
+
+
 def render_case_actions(event: pd.Series) -> None:
     """Open or update the case of an event; the case log records who changed what."""
     from components.services import analyst_name, case_log
@@ -227,7 +237,7 @@ def render_case_actions(event: pd.Series) -> None:
         who = analyst_name()
         try:
             if case is None:
-                log.upsert_events(event.to_frame().T, who=who)
+                log.upsert_events(case_record(event), who=who)
                 case = log.get(event["event_id"])
             log.update(event["event_id"], who=who, expected_version=case["version"], status=status, note=note)
         except ConflictError as exc:

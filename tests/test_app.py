@@ -262,6 +262,7 @@ def test_case_saved_from_explorer_appears_in_the_cases_page_with_audit():
     at = new_app()
     at.run()
     open_first_event(at)
+    evidence = dict(next(d for d in at.dataframe if list(d.value.columns) == ["Evidence", "Value"]).value.values)
     form_status = next(s for s in at.selectbox if s.label == "Case status")
     form_status.set_value("escalated")
     next(b for b in at.button if "Save to case log" in b.label).click().run()
@@ -270,6 +271,8 @@ def test_case_saved_from_explorer_appears_in_the_cases_page_with_audit():
     assert not at.exception
     cases = at.dataframe[0].value
     assert list(cases["status"]) == ["escalated"]
+    # The case keeps the detection's severity, as a scan records it, and the panel shows it.
+    assert f"{cases['severity'].iat[0]:.4g}" == evidence["Severity before news context (the case log's)"]
     at.session_state["cases_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     at.run()
     trail = at.dataframe[1].value
