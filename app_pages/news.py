@@ -30,8 +30,9 @@ if headlines.empty:
     st.stop()
 try:
     with st.spinner(f"Embedding {len(headlines):,} headlines ({embedder_label})…"):
-        # Keyed by the headlines themselves: an uploaded file gets its own default threshold.
-        data_key = f"{choice.key}|{pd.util.hash_pandas_object(headlines[['headline']]).sum()}"
+        # Keyed by the headlines themselves and the embedder: an uploaded file, or another embedder
+        # (another unit of distance), starts at its own default threshold.
+        data_key = f"{choice.key}|{embedder}|{pd.util.hash_pandas_object(headlines[['headline']]).sum()}"
         scores, default, unit = services.headline_scores(data_key, headlines, embedder)
 except (ValueError, ImportError) as exc:
     problem("error", f"The text detector could not run with the {embedder!r} embedder: pick another "
@@ -100,4 +101,5 @@ if rows:
     if st.button(f"Open the Explorer at {row['timestamp']:%Y-%m-%d %H:%M} UTC", icon=":material/open_in_new:"):
         # Tied to this data: the Explorer zooms only while it shows the same symbol and range.
         st.session_state[state.FOCUS_TIME] = {"key": choice.key, "time": pd.Timestamp(row["timestamp"])}
+        st.session_state.pop(state.EVENT, None)   # an event left open would take the zoom
         st.switch_page("app_pages/explorer.py")

@@ -58,6 +58,8 @@ def render_events_table(events: pd.DataFrame) -> None:
     shown = events[[c for c in TABLE_COLUMNS if c in events.columns]].copy()
     shown.insert(0, "open", np.where(events["event_id"] == st.session_state.get(state.EVENT), "▶", ""))
     shown["kind"] = shown["kind"].map(readable_kind)
+    if "recommended_action" in shown:
+        shown["recommended_action"] = shown["recommended_action"].fillna("").map(readable_kind)
     shown["detectors"] = shown["detectors"].map(readable_detectors)
     key = _table_key()
     section.dataframe(
@@ -178,7 +180,7 @@ def render_event_panel(event: pd.Series) -> None:
             if event.get("fallback_reason"):
                 st.text(f"Built-in explanation used: {event['fallback_reason']}")
             if event.get("recommended_action"):
-                st.text(f"Recommended action: {event['recommended_action']} · confidence "
+                st.text(f"Recommended action: {readable_kind(event['recommended_action'])} · confidence "
                         f"{event.get('confidence', '')} · explainer risk {event.get('risk_score', float('nan')):.2f}")
         if event.get("headlines"):
             st.caption("Headlines near the event (untrusted text)")

@@ -84,10 +84,10 @@ def build_events(candles: pd.DataFrame, raw: pd.DataFrame, severity: pd.DataFram
 
     Returns one row per event, sorted by start. ``end`` is the last flagged bar and ``n_bars``
     the bars from start to end. ``detectors`` lists (sorted) those that flag a bar of the
-    event; ``peak_detector`` is the one with the highest severity and ``peak_score`` its raw
-    peak score; ``severity`` is the ensemble's peak severity and ``one_in_bars`` how rare
-    that is ("about 1 in N bars"). Evidence: ``price_before`` (close before start),
-    ``price_end``, ``return_pct`` and ``max_move_pct`` (signed largest move from
+    event; ``peak_detector`` is the one of them with the highest severity (any detector when
+    none fired alone) and ``peak_score`` its raw peak score; ``severity`` is the ensemble's
+    peak severity and ``one_in_bars`` how rare that is ("about 1 in N bars"). Evidence:
+    ``price_before`` (close before start), ``price_end``, ``return_pct`` and ``max_move_pct`` (signed largest move from
     price_before, %), ``volume_ratio`` (largest volume / median of the 50 bars before),
     ``z_return`` (signed) and ``z_volume`` (peak z against the 50 bars before start),
     ``scores_json`` ({detector: peak raw score}). ``kind`` comes from ``classify_event`` and
@@ -103,7 +103,11 @@ def build_events(candles: pd.DataFrame, raw: pd.DataFrame, severity: pd.DataFram
     spans = _Spans(starts, ends)
     fired = spans.max(detector_flags.to_numpy(dtype="float64"))   # (events, detectors): 1 if flagged
     raw_peak = spans.max(raw.to_numpy(dtype="float64"))
-    peak = np.argmax(np.nan_to_num(spans.max(severity.to_numpy(dtype="float64")), nan=-1.0), axis=1)
+    # The peak detector is the rarest score among the detectors that fired (a detector below its
+    # threshold is no evidence of the flag); all of them when none fired alone (mean, vote).
+    peak_of = np.nan_to_num(spans.max(severity.to_numpy(dtype="float64")), nan=-1.0)
+    any_fired = (fired == 1).any(axis=1, keepdims=True)
+    peak = np.argmax(np.where(any_fired & (fired != 1), -2.0, peak_of), axis=1)
     peak_severity = spans.max(combined.to_numpy(dtype="float64")[:, None])[:, 0]
     evidence = _evidence(candles, spans)
     kinds = [classify_event({key: values[i] for key, values in evidence.items()})

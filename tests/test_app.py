@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -581,6 +582,36 @@ def test_the_evaluation_sweep_sets_the_explorers_threshold_without_an_error():
     assert at.title[0].value == "Explorer"
     slider = next(s for s in at.slider if s.label.startswith("Rolling z-score threshold"))
     assert slider.value == pytest.approx(best, rel=0.02)
+
+
+def test_news_threshold_follows_the_embedder():
+    """Found in Chromium: after switching the embedder, the slider kept TF-IDF's cut, in
+    another unit of distance, and flagged other headlines than the new default would."""
+    from detectors.embedders import available_embedders
+    if "sentence_transformer" not in available_embedders():
+        pytest.skip("sentence-transformers is not installed")
+    at = new_app()
+    at.switch_page("app_pages/news.py").run()
+    at.slider[0].set_value(at.slider[0].max).run()                 # the analyst's own cut for TF-IDF
+    at.session_state["embedder"] = "sentence_transformer"            # chosen in Settings
+    at.run()
+    assert not at.exception
+    slider = at.slider[0]
+    default = float(re.search(r"Default (\d+\.\d+)", slider.help).group(1))
+    assert slider.value == pytest.approx(default, abs=slider.step)
+
+
+def test_a_headline_opens_the_explorer_zoomed_even_with_an_event_left_open():
+    """Found in Chromium: an event left open in the Explorer took the headline's zoom."""
+    at = new_app()
+    at.run()
+    open_first_event(at)
+    at.switch_page("app_pages/news.py").run()
+    at.session_state["news_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    next(b for b in at.button if b.label.startswith("Open the Explorer at")).click().run()
+    assert not at.exception
+    assert any(c.value.startswith("Zoomed to ") for c in at.caption)
 
 
 def test_evaluation_with_no_label_kind_chosen_says_what_to_do():

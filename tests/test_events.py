@@ -160,6 +160,18 @@ def test_detectors_peak_and_vote_mode():
     assert voted["start"].tolist() == [frame.index[100]]
 
 
+def test_the_peak_detector_is_one_that_fired():
+    """Found in Chromium: a z-score flag named the flash-crash rule (below its threshold, but a
+    rarer score for that rule) as its peak detector."""
+    frame = quiet_candles()
+    # At bar 100 the z-score's 6.0 is its third highest, the pump rule's 2.9 its highest (rarer).
+    scores = {"pump_dump": spikes(frame, {100: 2.9}), "zscore": spikes(frame, {50: 8.0, 100: 6.0, 150: 7.0})}
+    events = to_events(frame, scores, {"zscore": 5.5, "pump_dump": 3.0})
+    event = events[events["start"] == frame.index[100]].iloc[0]
+    assert event["detectors"] == "zscore"
+    assert event["peak_detector"] == "zscore" and event["peak_score"] == 6.0
+
+
 def test_default_thresholds_come_from_the_registry():
     frame = quiet_candles()
     default = detectors.create("zscore").fit(frame).threshold      # learned from the bar size
