@@ -54,6 +54,8 @@ detection = scored.detect(thresholds, ensemble.mode, ensemble.k)
 runs = {name: scored.subset([name]).detect(thresholds) for name in scores}
 runs["ensemble"] = detection
 series = {name: run.combined for name, run in runs.items()}
+#: Below this best F1 the sweep suggests no threshold (it would mostly flag noise).
+WEAK_F1 = 0.3
 METRICS = {"event_pr_auc": "Event PR-AUC", "pr_auc": "Bar PR-AUC", "base_rate": "Base rate",
            "event_recall": "Event recall",
            "flag_precision": "Flag precision", "f1": "F1", "detection_delay": "Delay (bars)",
@@ -62,15 +64,18 @@ rows = []
 for name, run in runs.items():
     result = evaluate(run.combined, labels, flagged=run.flagged, kinds=kinds)
     row = {"Detector": "Ensemble" if name == "ensemble" else controls.detector_label(name),
-           "Threshold": f"{thresholds[name]:.3g} {units[name]}" if name in thresholds else ensemble.mode}
+           "Threshold": f"{thresholds[name]:.3g} {units[name]}" if name in thresholds else
+           controls.ENSEMBLE_MODES[ensemble.mode] + (f", k = {ensemble.k}" if ensemble.mode == "vote" else "")}
     row.update({label: result[key] for key, label in METRICS.items()})
+    delay = row["Delay (bars)"]     # none when no labelled event was found
+    row["Delay (bars)"] = "–" if delay is None or pd.isna(delay) else f"{delay:.1f}"
     row.update({f"Recall: {readable_kind(k)}": v for k, v in result["recall_by_kind"].items()})
     rows.append(row)
 st.subheader("At the current thresholds")
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.2f") for c in
                             ("Event PR-AUC", "Bar PR-AUC", "Base rate", "Event recall",
-                             "Flag precision", "F1", "Delay (bars)")})
+                             "Flag precision", "F1")})
 st.caption("PR-AUCs of the calibrated severity over all thresholds. Event PR-AUC: labelled "
            "events found against flagged events that are real. Bar PR-AUC: bars inside labels "
            "against flagged bars; the base rate is what a random score gets.")
@@ -96,6 +101,7 @@ with right:
                      for c, label in (("f1", "F1"), ("precision", "Precision"), ("recall", "Recall"))])
     try:
         best = best_threshold(sweep)
+        best_f1 = float(sweep.loc[sweep["threshold"] == best, "f1"].iat[0])
         fig.add_vline(x=best, line=dict(dash="dash", color="#c4161c"), annotation_text=f"best {best:.3g}",
                       annotation_position="top right")
     except ValueError as exc:
@@ -106,6 +112,12 @@ with right:
     fig.update_layout(height=330, margin=dict(l=10, r=10, t=10, b=10), xaxis_title=f"Threshold ({units[name]})",
                       yaxis_range=[0, 1.02])
     st.plotly_chart(fig, key="sweep_chart")
+    if best is not None and (best_f1 < WEAK_F1 or best <= grid[0]):
+        # An edge of the sweep or a poor F1 is no threshold to recommend: it would flag most bars.
+        st.caption(f"No threshold of this detector separates these labels well (best F1 {best_f1:.2f}"
+                   + (", at the lowest threshold tried" if best <= grid[0] else "")
+                   + "), so none is suggested for the Explorer.")
+        best = None
     if best is not None and st.button(f"Use {best:.3g} as the Explorer's threshold", icon=":material/tune:"):
         # This page already drew the slider, so its value cannot change in this run: the Explorer
         # applies the cut when it draws the slider, as it does for a link's thresholds.
@@ -137,7 +149,8 @@ st.dataframe(result.metrics.rename(index={"strategy": "Strategy", "buy_and_hold"
                  "sortino": st.column_config.NumberColumn("Sortino (annualised)", format="%.2f"),
                  "max_drawdown": st.column_config.NumberColumn("Max drawdown", format="percent"),
                  "n_trades": st.column_config.NumberColumn("Trades", format="%d"),
-                 "exposure": st.column_config.NumberColumn("Time invested", format="percent"),
+                 "exposure": st.column_config.NumberColumn(
+                     "Average exposure", format="percent", help="Share of capital invested, averaged over the bars."),
                  "win_rate": st.column_config.NumberColumn(
                      "Winning spells", format="percent",
                      help="Share of holding spells that ended with more equity than they began with, costs included."),

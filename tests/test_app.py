@@ -623,6 +623,19 @@ def test_evaluation_with_no_label_kind_chosen_says_what_to_do():
     assert any("Choose at least one label kind" in i.value for i in at.info)
 
 
+def test_evaluation_suggests_no_threshold_that_separates_nothing():
+    """Found in Chromium: with regime shifts only, the sweep's best F1 (0.14) sat at its lowest
+    threshold and the page offered it to the Explorer, which then flagged the whole series."""
+    at = new_app()
+    at.switch_page("app_pages/evaluation.py").run()
+    next(m for m in at.multiselect if m.label.startswith("Label kinds")).set_value(["regime_shift"]).run()
+    assert not at.exception
+    assert not [b for b in at.button if b.label.endswith("as the Explorer's threshold")]
+    assert any("separates these labels well" in c.value for c in at.caption)
+    table = at.dataframe[0].value
+    assert table["Threshold"].iat[-1] == "Any detector (max)" and "max" not in set(table["Threshold"])
+
+
 def test_after_a_save_the_cases_table_starts_unselected_not_on_the_next_row():
     """Found in Chromium: a saved case left the filtered list and the row selection moved to
     the next case, whose form then showed the unsaved status."""
