@@ -109,7 +109,14 @@ if status.get("state") != "done":
     st.stop()
 
 summary, _ = scan_ui.scan_results(picked)
-st.success("Scan done.")
+failed = int((summary["error"] != "").sum())
+if failed == len(summary):
+    st.error(f"Every symbol failed ({failed} of {failed}): nothing was measured. The Problem column says why.")
+elif failed:
+    st.warning(f"Scan done, but {failed} of {len(summary)} symbols failed: they are listed last, unranked, "
+               "with the reason in the Problem column.")
+else:
+    st.success("Scan done.")
 st.text(str(status.get("message", "")))
 recall = status.get("recall") or {}
 if recall:

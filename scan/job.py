@@ -260,7 +260,9 @@ def _rank(rows: list[dict]) -> pd.DataFrame:
     # the raw peak score (in the detector's unit) breaks those ties, then the event count.
     table = table.sort_values(["failed", "max_severity", "peak_score", "events", "symbol"],
                               ascending=[True, False, False, False, True], ignore_index=True, na_position="last")
-    table.insert(0, "rank", range(1, len(table) + 1))
+    # A symbol that failed has no rank: it was not measured, so it is not the least suspicious.
+    ranked = (~table["failed"]).cumsum()
+    table.insert(0, "rank", pd.array(ranked.where(~table["failed"]), dtype="Int64"))
     return table.drop(columns="failed")
 
 

@@ -89,6 +89,19 @@ def test_scanner_page_scans_in_the_background_and_a_new_session_sees_the_result(
     assert (shown["status"] == "new").all()   # every one is the scan's case in the case log
 
 
+def test_a_scan_where_every_symbol_failed_is_no_success():
+    """Found in Chromium: a scan whose five symbols all failed said "Scan done." in green and
+    ranked the failures 1 to 5."""
+    at = _scanner()
+    at.text_area[0].set_value("NOPE, NADA").run()
+    at.number_input(key="scan_workers").set_value(1).run()
+    next(b for b in at.button if b.label == "Scan 2 symbols").click().run()
+    assert not at.exception, at.exception
+    assert not at.success
+    assert any(e.value.startswith("Every symbol failed (2 of 2)") for e in at.error)
+    assert at.dataframe[0].value["rank"].isna().all()
+
+
 def test_alert_rules_are_set_on_the_scanner_page_and_kept_in_the_case_database():
     from alerts import AlertBook
     from store.cases import CaseLog

@@ -101,7 +101,8 @@ def test_a_failing_symbol_does_not_stop_the_scan(ray_local, tmp_path):
     assert errors["BAD"] == "no data for BAD"
     assert errors["CRASH"].startswith("worker failed")
     assert errors["DEMO-0001"] == errors["DEMO-0002"] == ""
-    assert list(result.summary["symbol"][-2:]) == sorted(["BAD", "CRASH"])   # failures ranked last
+    assert list(result.summary["symbol"][-2:]) == sorted(["BAD", "CRASH"])   # failures listed last,
+    assert result.summary["rank"].tolist()[:2] == [1, 2] and result.summary["rank"][-2:].isna().all()  # unranked
     assert read_status(tmp_path)["errors"] == 2
 
 
