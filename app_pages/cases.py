@@ -104,11 +104,16 @@ else:
                        mime="text/csv", on_click="ignore", icon=":material/download:")
     rows = [r for r in picked.selection.rows if 0 <= r < len(cases)]
     chosen = cases.iloc[rows]
-    if len(chosen):
+    if len(chosen) > 1:   # one case has its own form below
         with st.form("bulk"):
             cols = st.columns([2, 1])
-            new_status = cols[0].selectbox(f"Set status of {len(chosen)} selected case(s)", STATUSES)
-            if cols[1].form_submit_button("Apply", width="stretch"):
+            # No default: a status preset to "new" would reopen every selected case on one click.
+            new_status = cols[0].selectbox(f"Set status of {len(chosen)} selected cases", STATUSES, index=None,
+                                           placeholder="Choose a status")
+            applied = cols[1].form_submit_button("Apply", width="stretch")
+            if applied and new_status is None:
+                st.warning("Choose a status to set first.")
+            elif applied:
                 counts = log.bulk_update(list(chosen["event_id"]), who=who, status=new_status)
                 done(f"Set {len(chosen)} case(s) to {new_status}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if len(chosen) == 1:
@@ -131,6 +136,7 @@ else:
                     st.text(str(exc))
         st.caption("Audit trail (append-only, hash-chained)")
         trail = log.audit_trail(case["event_id"])
+        trail[["old_value", "new_value"]] = trail[["old_value", "new_value"]].fillna("")   # none before creation
         st.dataframe(trail.drop(columns=["prev_hash", "hash"]), hide_index=True, width="stretch",
                      column_config={"id": st.column_config.NumberColumn("Row"),
                                     "event_id": st.column_config.TextColumn("Event id"),

@@ -661,6 +661,34 @@ def test_after_a_save_the_cases_table_starts_unselected_not_on_the_next_row():
     assert any(b.label == "Download the listed cases (CSV)" for b in at.get("download_button"))
 
 
+def test_bulk_status_has_no_default_and_applies_only_when_asked():
+    """Found in Chromium: the bulk box defaulted to "new", so one Apply reopened escalated cases;
+    with one case selected it also stood beside that case's own form."""
+    at = new_app()
+    at.run()
+    for _ in range(2):
+        next(b for b in at.button if b.label == "Next").click().run()
+        next(s for s in at.selectbox if s.label == "Case status").set_value("escalated")
+        next(b for b in at.button if "Save to case log" in b.label).click().run()
+    at.switch_page("app_pages/cases.py").run()
+    ids = list(at.dataframe[0].value["event_id"])
+    at.session_state["cases_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    assert not [s for s in at.selectbox if s.label.startswith("Set status")]   # one case: its own form
+    at.session_state["cases_table"] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}
+    at.run()
+    bulk = next(s for s in at.selectbox if s.label == "Set status of 2 selected cases")
+    assert bulk.value is None
+    next(b for b in at.button if b.label == "Apply").click().run()
+    assert any("Choose a status" in w.value for w in at.warning)
+    assert {services.case_log().get(i)["status"] for i in ids} == {"escalated"}
+    bulk = next(s for s in at.selectbox if s.label == "Set status of 2 selected cases")
+    bulk.set_value("confirmed")
+    next(b for b in at.button if b.label == "Apply").click().run()
+    assert not at.exception
+    assert {services.case_log().get(i)["status"] for i in ids} == {"confirmed"}
+
+
 def test_a_name_of_spaces_is_no_analyst_name():
     at = new_app(analyst_name="   ")
     at.switch_page("app_pages/cases.py").run()
