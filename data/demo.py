@@ -137,7 +137,8 @@ def demo_market(seed: int = 7, symbol: str = "DEMO", start: Any = None, end: Any
     frame = _to_candles(spec, path, events).set_axis(grid.index)
     frame.attrs = {"symbol": symbol, "source": "demo", "interval": interval}
     candles = validate_candles(frame, symbol=symbol, source="demo", interval=interval)
-    made_of = f"{base} at seed {base_seed}" if base != symbol else f"seed {seed}"
+    made_of = (f"seed {seed}; {symbol} is the Scanner universe's {base} at its own seed {base_seed}"
+               if base != symbol else f"seed {seed}")
     candles.attrs["notice"] = (f"Synthetic demo data ({made_of}) with {len(events)} "
                                "injected, labelled events.")
     labels = _labels(events, grid.index)
