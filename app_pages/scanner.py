@@ -73,6 +73,8 @@ if not scans:
 
 def label(status: dict) -> str:
     started = pd.Timestamp(status.get("started_at") or pd.Timestamp.now(tz="UTC"))
+    if not status.get("total"):   # the job has not written its first status yet
+        return f"{started:%Y-%m-%d %H:%M:%S} UTC · starting"
     return (f"{started:%Y-%m-%d %H:%M:%S} UTC · {status.get('total', 0)} symbols · "
             f"{status.get('source', '')} {status.get('interval', '')} · {status.get('state', '')}")
 
