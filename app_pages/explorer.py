@@ -24,7 +24,7 @@ links.show_ignored()
 choice = controls.render_data_controls()
 chosen, ensemble, news_on, explain_on = controls.render_detector_controls()
 placeholder.empty()
-candles = load_or_stop(choice)
+candles = load_or_stop(choice, url=links.view_params(choice, chosen, ensemble, {}, None))
 show_data_notes(candles)
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 import detectors
-from components import controls, services
+from components import controls, links, services
 from components.controls import DataChoice, DetectorChoice
 from data import DataError
 from detectors.pipeline import Scored
@@ -40,18 +40,25 @@ def ask_for_plotly_early():
     return slot
 
 
-def load_or_stop(choice: DataChoice) -> pd.DataFrame:
-    """Load candles with a status box; on a data problem show what to fix and stop the page."""
+def load_or_stop(choice: DataChoice, url: dict[str, str] | None = None) -> pd.DataFrame:
+    """Load candles with a status box; on a data problem show what to fix and stop the page.
+    ``url``: the view's link, put in the address bar before stopping, so a link copied from a
+    page that failed to load names what was asked for, not the last view that loaded."""
+    def stop() -> None:
+        if url is not None:
+            links.write_url(url)
+        st.stop()
+
     if choice.source == "csv" and not choice.csv_name:
         st.info("Upload a CSV of candles in the sidebar (Date/Time, Open, High, Low, Close, Volume).")
-        st.stop()
+        stop()
     if choice.source == "csv" and not choice.csv_bytes:
         st.error("The uploaded file is empty (0 bytes): export the candles again and upload that file.")
-        st.stop()
+        stop()
     range_problem = choice.range_problem()
     if range_problem:
         problem("error", f"Cannot load {literal(choice.symbol) or 'the'} data.", range_problem)
-        st.stop()
+        stop()
     box = None
     try:
         if choice.source in ("yahoo", "bybit"):
@@ -67,7 +74,7 @@ def load_or_stop(choice: DataChoice) -> pd.DataFrame:
             box.update(label=f"Could not load {literal(choice.symbol)} {choice.interval} candles", state="error",
                        expanded=False)
         problem("error", f"Cannot load {literal(choice.symbol) or 'the'} data.", exc)
-        st.stop()
+        stop()
     return candles
 
 

@@ -202,6 +202,8 @@ def test_empty_range_is_a_clear_error():
     assert not at.exception
     assert at.error and any("range is empty: To (2024-02-01) is before From (2024-03-01)" in t.value
                             for t in at.text)
+    # The address names what was asked for (found in Chromium: it kept the last view that loaded).
+    assert (link_of(at)["from"], link_of(at)["to"]) == ("2024-03-01", "2024-02-01")
 
 
 @pytest.mark.parametrize("page", PAGES)
