@@ -282,8 +282,19 @@ def build_signal_figure(candles: pd.DataFrame, scores: dict[str, pd.Series], thr
                  "<extra>%{fullData.name}</extra>")
         marker = dict(size=9, cmin=0.4, cmax=0.9, colorscale=SEVERITY_SCALE, line=dict(width=0.5, color="#333"))
         # A spike cut at the axis top keeps its marker, at the top edge (the hover gives its score).
-        shown_y = np.minimum(series.to_numpy()[flagged], layout[f"yaxis{row}"]["range"][1] * 0.97)
-        traces.append(dict(type=kind, x=_ms(candles.index[flagged]), y=shown_y, mode="markers",
+        top = layout[f"yaxis{row}"]["range"][1] * 0.97
+        values = series.to_numpy()[flagged]
+        # A marker cut at the top says its score beside it: the highest of its event only, so
+        # the labels of neighbouring bars do not overprint each other.
+        capped = values > top
+        owner = event_pos[flagged]
+        for e in np.unique(owner[capped]):
+            mine = np.flatnonzero(capped & (owner == e))
+            capped[mine[mine != mine[np.argmax(values[mine])]]] = False
+        traces.append(dict(type=kind, x=_ms(candles.index[flagged]), y=np.minimum(values, top),
+                           mode="markers+text" if capped.any() else "markers",
+                           text=np.where(capped, [f"{v:.3g}" for v in values], ""), textposition="middle right",
+                           textfont=dict(size=9, color="#333"),
                            name=detector_label(name), customdata=custom, xaxis="x", yaxis=f"y{row}",
                            marker=dict(marker, symbol=SYMBOLS.get(name, "circle"),
                                        color=ev["severity"].to_numpy(float)),

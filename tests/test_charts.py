@@ -36,12 +36,21 @@ def test_every_flagged_bar_has_a_marker_inside_its_score_axis(drawn):
     for row, name in enumerate(scored.scores, start=2):
         axis = f"y{row}"
         top = figure.layout[f"yaxis{row}"].range[1]
-        markers = [t for t in figure.data if t.yaxis == axis and t.mode == "markers"]
+        markers = [t for t in figure.data if t.yaxis == axis and t.mode.startswith("markers")]
         shown = sum(len(t.x) for t in markers)
         in_events = sum(detectors.is_flagged(scored.scores[name], scored.defaults[name])
                         & detection.flagged)
         assert shown == in_events
         assert all(np.max(t.y) <= top for t in markers), name   # a spike cut at the top keeps its marker
+        for t in markers:              # ... and says its score beside it, the highest of each event's
+            real = scored.scores[name].reindex(pd.to_datetime(np.asarray(t.x), unit="ms", utc=True)).to_numpy()
+            cut = np.asarray(t.y) < real
+            labels = np.asarray(t.text if t.text is not None else [""] * len(real))
+            assert not any(labels[~cut])
+            owners = np.asarray(t.customdata)[:, 0]
+            for event in set(owners[cut]):
+                mine = cut & (owners == event)
+                assert [x for x in labels[mine] if x] == [f"{real[mine].max():.3g}"]
 
 
 def test_the_price_figure_holds_candles_volume_and_the_labelled_spans(drawn):
