@@ -7,7 +7,7 @@ import datetime as dt
 
 import streamlit as st
 
-from components import services
+from components import services, state
 from components.tables import readable_kind
 from data.export import to_safe_csv
 from events.kinds import KINDS
@@ -51,11 +51,13 @@ if linked:
 
 with st.sidebar:
     st.subheader("Filter")
-    statuses = st.multiselect("Status", STATUSES, default=["new", "reviewing", "escalated"])
-    min_severity = st.slider("Minimum severity", 0.0, 1.0, 0.0, 0.05)
-    kind = st.selectbox("Kind", KINDS, index=None, format_func=readable_kind, placeholder="Any kind")
-    symbol = st.text_input("Symbol").strip().upper() or None
-    since = st.date_input("Events since", value=None)
+    # Kept across pages (an analyst comes back to the same queue).
+    statuses = st.multiselect("Status", STATUSES, **state.kept("cases_status", ["new", "reviewing", "escalated"]))
+    min_severity = st.slider("Minimum severity", 0.0, 1.0, step=0.05, **state.kept("cases_min_severity", 0.0))
+    kind = st.selectbox("Kind", KINDS, format_func=readable_kind, placeholder="Any kind",
+                        **state.kept("cases_kind", None))
+    symbol = st.text_input("Symbol", **state.kept("cases_symbol", "")).strip().upper() or None
+    since = st.date_input("Events since", **state.kept("cases_since", None))
 
 try:
     since_utc = dt.datetime.combine(since, dt.time(), dt.timezone.utc) if since else None

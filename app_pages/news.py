@@ -50,8 +50,8 @@ threshold = st.slider(f"Threshold ({unit})", float(low + step), float(high), ste
                       help=f"Default {default:.3f}. Headlines farther than this from ordinary news are flagged.")
 table = headlines.assign(score=scores.to_numpy(), flagged=is_flagged(scores, threshold).to_numpy())
 cols = st.columns([1, 2, 2])
-only_flagged = cols[0].toggle("Flagged only")
-search = cols[1].text_input("Contains", placeholder="word in the headline")
+only_flagged = cols[0].toggle("Flagged only", **state.kept("news_flagged_only", False))   # kept across pages
+search = cols[1].text_input("Contains", placeholder="word in the headline", **state.kept("news_contains", ""))
 sources = cols[2].multiselect("Outlets", sorted(table["source"].astype(str).unique()))
 view = table
 if only_flagged:

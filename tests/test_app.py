@@ -691,6 +691,23 @@ def test_bulk_status_has_no_default_and_applies_only_when_asked():
     assert {services.case_log().get(i)["status"] for i in ids} == {"confirmed"}
 
 
+def test_cases_and_news_filters_are_kept_across_pages():
+    """Found in Chromium: the queue's filters reset whenever the analyst left the page."""
+    at = new_app()
+    at.switch_page("app_pages/cases.py").run()
+    at.multiselect[0].set_value(["escalated"]).run()
+    next(t for t in at.text_input if t.label == "Symbol").set_value("acme").run()
+    at.switch_page("app_pages/news.py").run()
+    next(t for t in at.toggle if t.label == "Flagged only").set_value(True).run()
+    at.switch_page("app_pages/explorer.py").run()
+    at.switch_page("app_pages/cases.py").run()
+    assert not at.exception
+    assert at.multiselect[0].value == ["escalated"]
+    assert next(t for t in at.text_input if t.label == "Symbol").value == "acme"
+    at.switch_page("app_pages/news.py").run()
+    assert next(t for t in at.toggle if t.label == "Flagged only").value is True
+
+
 def test_a_name_of_spaces_is_no_analyst_name():
     at = new_app(analyst_name="   ")
     at.switch_page("app_pages/cases.py").run()
