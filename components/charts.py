@@ -281,7 +281,7 @@ def build_signal_figure(candles: pd.DataFrame, scores: dict[str, pd.Series], thr
                  "<br>score %{customdata[3]} · this detector's severity %{customdata[5]}<br>%{customdata[2]}"
                  "<extra>%{fullData.name}</extra>")
         marker = dict(size=9, cmin=0.4, cmax=0.9, colorscale=SEVERITY_SCALE, line=dict(width=0.5, color="#333"))
-        # A spike cut at the axis top keeps its marker, at the top edge (the hover gives its score).
+        # A spike cut at the axis top keeps its marker, at the top edge.
         top = layout[f"yaxis{row}"]["range"][1] * 0.97
         values = series.to_numpy()[flagged]
         # A marker cut at the top says its score beside it: the highest of its event only, so
